@@ -1,0 +1,102 @@
+"""Run configuration: plain dataclasses, read from and written to TOML.
+
+A run directory's `config.toml` holds everything needed to reproduce it; CLI flags override
+fields and the effective config is written back.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+
+import tomli_w
+
+from fedrec.common import atomic
+from fedrec.common.embeddings import DEFAULT_ENCODER
+from fedrec.common.errors import ConfigError
+from fedrec.common.model import ModelConfig
+from fedrec.common.recommenders import MODELS, BPRConfig
+from fedrec.common.train import TrainConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class RunConfig:
+    """One experiment. `seed` drives the split, initialization and sampling."""
+
+    dataset: str = "synthetic"
+    model: str = "fedrec"
+    seed: int = 0
+    cold_fraction: float = 0.1
+    encoder: str = DEFAULT_ENCODER
+    fedrec: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    bpr: BPRConfig = field(default_factory=BPRConfig)
+
+    def validate(self) -> RunConfig:
+        if self.model not in MODELS:
+            raise ConfigError(f"model '{self.model}' is unknown; expected one of {sorted(MODELS)}")
+        if not 0.0 <= self.cold_fraction < 1.0:
+            raise ConfigError(f"cold_fraction = {self.cold_fraction}; expected 0 <= x < 1")
+        for name, value in [("train.epochs", self.train.epochs), ("bpr.epochs", self.bpr.epochs),
+                            ("train.batch_size", self.train.batch_size),
+                            ("fedrec.max_history", self.fedrec.max_history)]:
+            if value < 1:
+                raise ConfigError(f"{name} = {value}; expected a positive integer")
+        if self.fedrec.dim % self.fedrec.num_heads:
+            raise ConfigError(
+                f"fedrec.dim = {self.fedrec.dim} must be divisible by fedrec.num_heads = "
+                f"{self.fedrec.num_heads}"
+            )
+        return self
+
+
+def to_dict(cfg) -> dict:
+    return asdict(cfg)
+
+
+def from_dict(cls, data: dict, source: str = "config"):
+    """Build dataclass `cls` from nested `data`, rejecting unknown keys and wrong types."""
+    known = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"{source}: unknown key '{key}'; expected one of {sorted(known)}")
+        default = getattr(cls(), key)
+        if is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: '{key}' must be a table")
+            kwargs[key] = from_dict(type(default), value, f"{source}.{key}")
+        else:
+            kwargs[key] = _coerce(value, default, f"{source}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value, default, where: str):
+    if isinstance(default, bool) or default is None:
+        return value
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(default, bool):
+        raise ConfigError(f"{where} = {value!r}: expected {type(default).__name__}")
+    return value
+
+
+def save(cfg, path: Path) -> None:
+    atomic.write_text(path, tomli_w.dumps(to_dict(cfg)))
+
+
+def load(path: Path, cls=RunConfig):
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return from_dict(cls, data, str(path))

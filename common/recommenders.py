@@ -1,0 +1,264 @@
+"""Every model behind one small interface (implicit-style): `fit`, `score`, `recommend`,
+`save`/`load`. Evaluation, the CLI and the federation never special-case a model.
+
+- `popular`: most-popular by training interactions.
+- `bpr`: BPR-MF (Rendle et al., 2009), a small PyTorch implementation.
+- `fedrec`: the fedrec model (common/model.py) trained centrally, without privacy.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from fedrec.common import atomic
+from fedrec.common.errors import RunDirError
+from fedrec.common.evaluate import evaluate
+from fedrec.common.model import FedRecModel, ModelConfig, score_catalog
+from fedrec.common.split import Split
+from fedrec.common.train import TrainConfig, make_optimizer, train
+
+
+class Recommender:
+    """Base: subclasses implement `fit`, `score`, `state`, `from_state`."""
+
+    name = "base"
+
+    def fit(self, split: Split, item_embeddings: np.ndarray, progress=None) -> Recommender:
+        raise NotImplementedError
+
+    def score(self, users: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+        """(B, n_items) float32 scores; `histories` are chronological item indices per user."""
+        raise NotImplementedError
+
+    def item_vectors(self) -> np.ndarray | None:
+        """(n_items, d) vectors whose cosine says which items are alike (for explanations)."""
+        return None
+
+    def recommend(
+        self, user: int, history: np.ndarray, k: int = 10, filter_seen: bool = True
+    ) -> list[tuple[int, float]]:
+        """Top-`k` (item, score) for `user`, excluding `history` when `filter_seen`."""
+        scores = self.score(np.array([user]), [history])[0].astype(np.float64)
+        if filter_seen and len(history):
+            scores[np.asarray(history)] = -np.inf
+        top = np.lexsort((np.arange(len(scores)), -scores))[:k]
+        return [(int(i), float(scores[i])) for i in top if np.isfinite(scores[i])]
+
+    def explain(self, item: int, history: np.ndarray, n: int = 3) -> list[tuple[int, float]]:
+        """The `n` history items most similar to `item`, with cosine similarity."""
+        vectors = self.item_vectors()
+        if vectors is None or len(history) == 0:
+            return []
+        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        history = np.unique(np.asarray(history))
+        sims = unit[history] @ unit[item]
+        best = np.argsort(-sims, kind="stable")[:n]
+        return [(int(history[j]), float(sims[j])) for j in best]
+
+    # --- persistence ------------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        tensors, meta = self.state()
+        with atomic.atomic_path(Path(directory) / "model.safetensors") as tmp:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+        atomic.write_text(Path(directory) / "model.json", json.dumps({"model": self.name, **meta}))
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        raise NotImplementedError
+
+
+class Popular(Recommender):
+    name = "popular"
+
+    def fit(self, split, item_embeddings=None, progress=None):
+        self.counts = split.item_popularity().astype(np.float32)
+        return self
+
+    def score(self, users, histories):
+        return np.broadcast_to(self.counts, (len(users), len(self.counts))).copy()
+
+    def state(self):
+        return {"counts": torch.from_numpy(self.counts)}, {}
+
+    @classmethod
+    def from_state(cls, tensors, meta, item_embeddings=None):
+        model = cls()
+        model.counts = tensors["counts"].numpy()
+        return model
+
+
+class EarlyStopping:
+    """Keeps the best state by validation NDCG@10; stops after `patience` checks without gain."""
+
+    def __init__(self, patience: int):
+        self.patience, self.best, self.best_state, self.bad_checks = patience, -1.0, None, 0
+
+    def update(self, metric: float, state: dict) -> bool:
+        """Record a validation result; returns True when training should stop."""
+        if metric > self.best:
+            self.best, self.best_state, self.bad_checks = metric, copy.deepcopy(state), 0
+        else:
+            self.bad_checks += 1
+        return self.bad_checks >= self.patience
+
+
+@dataclass
+class BPRConfig:
+    dim: int = 64
+    epochs: int = 60
+    batch_size: int = 1024
+    lr: float = 5e-3
+    weight_decay: float = 1e-5
+    eval_every: int = 5
+    patience: int = 3
+    seed: int = 0
+
+
+class BPRMF(Recommender):
+    """Matrix factorization trained with the BPR pairwise loss, one uniform negative per positive."""
+
+    name = "bpr"
+
+    def __init__(self, cfg: BPRConfig | None = None):
+        self.cfg = cfg or BPRConfig()
+
+    def fit(self, split, item_embeddings=None, progress=None):
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        self.users = torch.nn.Embedding(split.num_users, cfg.dim)
+        self.items = torch.nn.Embedding(split.num_items, cfg.dim)
+        for emb in (self.users, self.items):
+            torch.nn.init.normal_(emb.weight, std=0.1)
+        params = [self.users.weight, self.items.weight]
+        opt = torch.optim.Adam(params, lr=cfg.lr)
+        matrix = split.train_matrix().tocoo()
+        pos_u, pos_i = matrix.row.astype(np.int64), matrix.col.astype(np.int64)
+        seen = split.train_matrix()
+        stopper = EarlyStopping(cfg.patience)
+        for epoch in range(cfg.epochs):
+            order = rng.permutation(len(pos_u))
+            neg = rng.integers(0, split.num_items, len(pos_u))
+            clash = np.asarray(seen[pos_u, neg]).ravel() > 0  # resample negatives the user saw
+            neg[clash] = rng.integers(0, split.num_items, int(clash.sum()))
+            for start in range(0, len(order), cfg.batch_size):
+                b = order[start : start + cfg.batch_size]
+                u, i, j = (torch.from_numpy(x[b]) for x in (pos_u, pos_i, neg))
+                eu, ei, ej = self.users(u), self.items(i), self.items(j)
+                x = (eu * (ei - ej)).sum(-1)
+                reg = cfg.weight_decay * (eu.pow(2).sum() + ei.pow(2).sum() + ej.pow(2).sum())
+                loss = -torch.nn.functional.logsigmoid(x).mean() + reg / len(b)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                ndcg = evaluate(self, split, stage="valid")["ndcg@10"]
+                if progress:
+                    progress(epoch, {"valid_ndcg@10": ndcg})
+                if stopper.update(ndcg, self.state()[0]):
+                    break
+        self._load(stopper.best_state)
+        return self
+
+    def score(self, users, histories):
+        with torch.no_grad():
+            return (self.users.weight[torch.as_tensor(users)] @ self.items.weight.T).numpy()
+
+    def item_vectors(self):
+        return self.items.weight.detach().numpy()
+
+    def state(self):
+        return {"users": self.users.weight.detach(), "items": self.items.weight.detach()}, {
+            "config": asdict(self.cfg)
+        }
+
+    def _load(self, tensors):
+        self.users = torch.nn.Embedding.from_pretrained(tensors["users"].clone())
+        self.items = torch.nn.Embedding.from_pretrained(tensors["items"].clone())
+
+    @classmethod
+    def from_state(cls, tensors, meta, item_embeddings=None):
+        model = cls(BPRConfig(**meta["config"]))
+        model._load(tensors)
+        return model
+
+
+class FedRecCentral(Recommender):
+    """The fedrec model trained on all users' data in one place (the non-private reference)."""
+
+    name = "fedrec"
+
+    def __init__(
+        self,
+        model_cfg: ModelConfig | None = None,
+        train_cfg: TrainConfig | None = None,
+        eval_every: int = 5,
+        patience: int = 3,
+    ):
+        self.model_cfg = model_cfg or ModelConfig()
+        self.train_cfg = train_cfg or TrainConfig()
+        self.eval_every, self.patience = eval_every, patience
+
+    def fit(self, split, item_embeddings, progress=None):
+        torch.manual_seed(self.train_cfg.seed)
+        self.embeddings = torch.as_tensor(item_embeddings, dtype=torch.float32)
+        self.model_cfg.input_dim = self.embeddings.shape[1]
+        self.model = FedRecModel(self.model_cfg, split.num_users)
+        optimizer = make_optimizer(self.model, self.train_cfg)
+        users = np.arange(split.num_users)
+        stopper = EarlyStopping(self.patience)
+        for start in range(0, self.train_cfg.epochs, self.eval_every):
+            chunk = replace(self.train_cfg, epochs=self.eval_every, seed=self.train_cfg.seed + start)
+            losses = train(self.model, self.embeddings, split.train_sequences, users, chunk, optimizer)
+            ndcg = evaluate(self, split, stage="valid")["ndcg@10"]
+            if progress:
+                progress(start + self.eval_every - 1, {"loss": losses[-1], "valid_ndcg@10": ndcg})
+            if stopper.update(ndcg, self.model.state_dict()):
+                break
+        self.model.load_state_dict(stopper.best_state)
+        self.model.eval()
+        return self
+
+    def score(self, users, histories):
+        return score_catalog(self.model, self.embeddings, users, histories).numpy()
+
+    def item_vectors(self):
+        with torch.no_grad():
+            self.model.eval()
+            return self.model.item_vectors(self.embeddings).numpy()
+
+    def state(self):
+        return self.model.state_dict(), {
+            "model_config": asdict(self.model_cfg),
+            "num_users": self.model.personal.vectors.num_embeddings,
+        }
+
+    @classmethod
+    def from_state(cls, tensors, meta, item_embeddings=None):
+        obj = cls(ModelConfig(**meta["model_config"]))
+        obj.embeddings = torch.as_tensor(item_embeddings, dtype=torch.float32)
+        obj.model = FedRecModel(obj.model_cfg, meta["num_users"])
+        obj.model.load_state_dict(tensors)
+        obj.model.eval()
+        return obj
+
+
+MODELS: dict[str, type[Recommender]] = {"popular": Popular, "bpr": BPRMF, "fedrec": FedRecCentral}
+
+
+def load_recommender(directory: Path, item_embeddings: np.ndarray | None = None) -> Recommender:
+    """Load what `Recommender.save` wrote into `directory`."""
+    directory = Path(directory)
+    meta_path, weights_path = directory / "model.json", directory / "model.safetensors"
+    if not meta_path.exists() or not weights_path.exists():
+        raise RunDirError(f"{directory}: no trained model (expected model.json and model.safetensors)")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("model") not in MODELS:
+        raise RunDirError(f"{meta_path}: unknown model '{meta.get('model')}', expected one of {sorted(MODELS)}")
+    return MODELS[meta["model"]].from_state(load_file(str(weights_path)), meta, item_embeddings)

@@ -1,0 +1,143 @@
+"""The one training loop for the fedrec model: central training and every client use it.
+
+Samples are windows of a user's chronological training sequence; the model predicts each next
+item from the items before it (causal), with a softmax over the full catalog (`negatives=0`) or
+over per-sample candidate sets of 1 positive + `negatives` sampled items (the form DP-SGD needs:
+every sample then has its own adapter inputs, so per-sample gradients are exact).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fedrec.common.model import FedRecModel, gather_padded
+
+
+@dataclass
+class TrainConfig:
+    """Optimization knobs. `lr` for shared parameters, `personal_lr` for personal vectors."""
+
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 2e-3
+    personal_lr: float = 1e-2
+    weight_decay: float = 1e-4
+    negatives: int = 0
+    seed: int = 0
+
+
+def make_windows(
+    sequences: list[np.ndarray], users: np.ndarray, length: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut each sequence into windows of `length + 1` items (inputs + next-item targets): one
+    ending at the newest item, and a grid stepping back by `length` from a random offset.
+
+    Returns windows (N, length + 1) int64 left-padded with -1, and their users (N,).
+    """
+    rows, owners = [], []
+    for user, seq in zip(users, sequences):
+        if len(seq) < 2:
+            continue
+        offset = int(rng.integers(0, length))
+        for end in sorted({len(seq), *range(len(seq) - offset, 1, -length)}):
+            chunk = seq[max(0, end - length - 1) : end]
+            row = np.full(length + 1, -1, np.int64)
+            row[length + 1 - len(chunk) :] = chunk
+            rows.append(row)
+            owners.append(user)
+    if not rows:
+        return np.zeros((0, length + 1), np.int64), np.zeros(0, np.int64)
+    return np.stack(rows), np.asarray(owners, np.int64)
+
+
+def window_loss(
+    model: FedRecModel,
+    item_embeddings: torch.Tensor,
+    windows: torch.Tensor,
+    users: torch.Tensor,
+    negatives: int = 0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Mean next-item cross-entropy over the valid positions of `windows` (B, L+1)."""
+    inputs, targets = windows[:, :-1], windows[:, 1:]
+    valid_in = inputs >= 0
+    mask = valid_in & (targets >= 0)
+    n_items = item_embeddings.shape[0]
+    if negatives == 0:
+        items = model.item_vectors(item_embeddings)
+        states = model.sequence_states(gather_padded(items, inputs), valid_in)
+        user_vectors = model.user_vectors(states, users)[mask]  # (P, dim): real positions only
+        return F.cross_entropy(model.logits(user_vectors, items), targets[mask])
+    # Per-sample candidates: (B, L, 1 + negatives) item indices, positive first.
+    neg = torch.randint(0, n_items, (*targets.shape, negatives), generator=generator)
+    candidates = torch.cat([targets.clamp_min(0).unsqueeze(-1), neg], dim=-1)
+    history_vectors = model.item_vectors(gather_padded(item_embeddings, inputs))
+    history_vectors = history_vectors * valid_in.unsqueeze(-1)
+    states = model.sequence_states(history_vectors, valid_in)
+    cand_vectors = model.item_vectors(item_embeddings[candidates])  # (B, L, C, dim)
+    logits = model.logits(model.user_vectors(states, users), cand_vectors)  # (B, L, C)
+    accidental = torch.zeros_like(candidates, dtype=torch.bool)
+    accidental[..., 1:] = candidates[..., 1:].eq(targets.unsqueeze(-1))  # a negative == positive
+    logits = logits.masked_fill(accidental, float("-inf"))
+    per_position = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]),
+        torch.zeros(logits.shape[0] * logits.shape[1], dtype=torch.long),
+        reduction="none",
+    ).view(mask.shape)
+    return (per_position * mask).sum() / mask.sum().clamp_min(1)
+
+
+def make_optimizer(model: FedRecModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(
+        [
+            {"params": model.shared_parameters(), "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+            {"params": model.personal_parameters(), "lr": cfg.personal_lr, "weight_decay": 0.0},
+        ]
+    )
+
+
+def train(
+    model: FedRecModel,
+    item_embeddings: torch.Tensor,
+    sequences: list[np.ndarray],
+    users: np.ndarray,
+    cfg: TrainConfig,
+    optimizer: torch.optim.Optimizer | None = None,
+    progress=None,
+) -> list[float]:
+    """Train `model` in place for `cfg.epochs` epochs over `sequences` (one per entry of `users`,
+    the personal-vector row of its owner). Returns the mean loss per epoch.
+
+    `progress`: optional callable(epoch, loss) called after every epoch.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    optimizer = optimizer or make_optimizer(model, cfg)
+    model.train()
+    losses = []
+    for epoch in range(cfg.epochs):
+        windows, owners = make_windows(sequences, users, model.cfg.max_history, rng)
+        order = rng.permutation(len(windows))
+        total, count = 0.0, 0
+        for start in range(0, len(order), cfg.batch_size):
+            batch = order[start : start + cfg.batch_size]
+            loss = window_loss(
+                model,
+                item_embeddings,
+                torch.from_numpy(windows[batch]),
+                torch.from_numpy(owners[batch]),
+                cfg.negatives,
+                gen,
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, count = total + loss.item() * len(batch), count + len(batch)
+        losses.append(total / max(1, count))
+        if progress is not None:
+            progress(epoch, losses[-1])
+    return losses

@@ -1,0 +1,55 @@
+"""The `fedrec` command as a user sees it: help is fast and light, errors are one line."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fedrec.cli.main import main
+
+
+def run(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "fedrec.cli", *args],
+        capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300,
+    )
+
+
+def test_help_lists_every_command_and_imports_no_heavy_library():
+    code = (
+        "import sys; from fedrec.cli.main import app; "
+        "heavy = [m for m in ('torch', 'sentence_transformers', 'flwr', 'pandas') if m in sys.modules]; "
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "[]"
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("data", "embed", "train", "evaluate", "recommend"):
+        assert command in result.stdout
+
+
+def test_unknown_dataset_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FEDREC_HOME", str(tmp_path))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "info", "--dataset", "no-such-set"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "no-such-set" in err[0]
+
+
+def test_bad_option_value_is_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FEDREC_HOME", str(tmp_path))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "synth", "--name", "x", "--users", "5"])
+    assert exit_info.value.code == 2
+    assert "--users 5" in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = run("--debug", "data", "info", "--dataset", "no-such-set",
+                 env={"FEDREC_HOME": str(tmp_path)})
+    assert result.returncode != 0 and "Traceback" in result.stderr
+    result = run("data", "info", "--dataset", "no-such-set", env={"FEDREC_HOME": str(tmp_path)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
