@@ -26,6 +26,44 @@ else:  # pragma: no cover
 
 
 @dataclass
+class FederationConfig:
+    """A simulated or deployed federation. Local training reuses `[train]` (its `epochs` is
+    ignored; `local_epochs` applies), so central and federated runs share one training loop."""
+
+    rounds: int = 50
+    clients_per_round: int = 100
+    min_clients: int = 0  # 0: clients_per_round; the least results a round needs to aggregate
+    local_epochs: int = 2
+    strategy: str = "fedavg"  # fedavg | fedavgm | fedadam | fedprox
+    server_lr: float = 1.0
+    server_momentum: float = 0.9  # fedavgm
+    proximal_mu: float = 0.01  # fedprox
+    max_update_norm: float = 100.0  # L2 bound on a client's update; larger ones are rejected
+    eval_every: int = 5
+    eval_clients: int = 0  # federated evaluation cohort per eval round; 0 = every client
+    checkpoint_every: int = 5
+    fail_rate: float = 0.0  # seeded share of sampled clients that fail while training
+    client_cpus: float = 1.0  # CPUs per simulated client actor (2 cores -> 2 actors)
+
+    def validate(self) -> FederationConfig:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(
+                f"federation.strategy = '{self.strategy}'; expected one of {sorted(STRATEGIES)}")
+        for name in ("rounds", "clients_per_round", "local_epochs", "eval_every",
+                     "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"federation.{name} = {getattr(self, name)}; expected >= 1")
+        if not 0.0 <= self.fail_rate < 1.0:
+            raise ConfigError(f"federation.fail_rate = {self.fail_rate}; expected 0 <= x < 1")
+        if self.max_update_norm <= 0 or self.server_lr <= 0:
+            raise ConfigError("federation.max_update_norm and server_lr must be positive")
+        return self
+
+
+STRATEGIES = ("fedavg", "fedavgm", "fedadam", "fedprox")
+
+
+@dataclass
 class RunConfig:
     """One experiment. `seed` drives the split, initialization and sampling."""
 
@@ -37,6 +75,7 @@ class RunConfig:
     fedrec: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     bpr: BPRConfig = field(default_factory=BPRConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
 
     def validate(self) -> RunConfig:
         if self.model not in MODELS:
@@ -53,6 +92,7 @@ class RunConfig:
                 f"fedrec.dim = {self.fedrec.dim} must be divisible by fedrec.num_heads = "
                 f"{self.fedrec.num_heads}"
             )
+        self.federation.validate()
         return self
 
 

@@ -17,7 +17,6 @@ from fedrec.common import metrics
 from fedrec.common.split import Split
 
 TOP_K = 10
-RECALL_K = 20
 
 
 class Scorer(Protocol):
@@ -85,10 +84,8 @@ def evaluate(
         scores = _batch_scores(scorer, batch, histories, split.num_items)
         exclude = history_mask(histories, split.num_items)
         greater, ties = metrics.target_ranks(scores, targets[batch], exclude)
-        sums["hr@10"] += metrics.hit_rate(greater, ties, TOP_K).sum()
-        sums["ndcg@10"] += metrics.ndcg(greater, ties, TOP_K).sum()
-        sums["recall@20"] += metrics.recall(greater, ties, RECALL_K).sum()
-        sums["mrr@10"] += metrics.mrr(greater, ties, TOP_K).sum()
+        for name, values in metrics.rank_metrics(greater, ties).items():
+            sums[name] += values.sum()
         lists.append(metrics.top_k(scores, exclude, TOP_K))
 
     n_users = len(users)

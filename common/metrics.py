@@ -74,6 +74,17 @@ def mrr(greater: np.ndarray, ties: np.ndarray, k: int) -> np.ndarray:
     return _expected_discount(greater, ties, k, lambda r: 1.0 / (r + 1.0))
 
 
+def rank_metrics(greater: np.ndarray, ties: np.ndarray) -> dict[str, np.ndarray]:
+    """The per-user ranking metrics every evaluation reports: hr@10, ndcg@10, recall@20,
+    mrr@10, each (B,). Central evaluation and each device's own evaluation both use this."""
+    return {
+        "hr@10": hit_rate(greater, ties, 10),
+        "ndcg@10": ndcg(greater, ties, 10),
+        "recall@20": recall(greater, ties, 20),
+        "mrr@10": mrr(greater, ties, 10),
+    }
+
+
 def random_hit_rate(num_candidates: np.ndarray, k: int) -> np.ndarray:
     """(B,) expected HR@k of a uniformly random ranking of c candidates: min(k, c) / c.
 

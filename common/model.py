@@ -147,6 +147,17 @@ class FedRecModel(nn.Module):
             raise ValueError(f"shared state mismatch: missing {missing}, unexpected {extra}")
         self.load_state_dict(state, strict=False)
 
+    def shared_arrays(self) -> list:
+        """The shared state as float32 numpy arrays, in `shared_state()` key order (the wire
+        order of every federated message)."""
+        return [v.detach().cpu().numpy().astype("float32") for v in self.shared_state().values()]
+
+    def load_shared_arrays(self, arrays: list) -> None:
+        keys = list(self.shared_state())
+        if len(arrays) != len(keys):
+            raise ValueError(f"expected {len(keys)} shared arrays, got {len(arrays)}")
+        self.load_shared_state({k: torch.as_tensor(a) for k, a in zip(keys, arrays)})
+
     # --- forward ----------------------------------------------------------------------------
     def item_vectors(self, item_embeddings: torch.Tensor) -> torch.Tensor:
         """(..., input_dim) frozen embeddings -> (..., dim) unit-norm item vectors."""

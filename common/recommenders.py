@@ -225,6 +225,13 @@ class FedRecCentral(Recommender):
         self.model.eval()
         return self
 
+    @classmethod
+    def from_model(cls, model: FedRecModel, item_embeddings) -> FedRecCentral:
+        """Wrap an already trained model (e.g. a federated one) in the common interface."""
+        obj = cls(model.cfg)
+        obj.model, obj.embeddings = model.eval(), torch.as_tensor(item_embeddings)
+        return obj
+
     def score(self, users, histories):
         return score_catalog(self.model, self.embeddings, users, histories).numpy()
 

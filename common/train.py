@@ -108,11 +108,13 @@ def train(
     cfg: TrainConfig,
     optimizer: torch.optim.Optimizer | None = None,
     progress=None,
+    regularizer=None,
 ) -> list[float]:
     """Train `model` in place for `cfg.epochs` epochs over `sequences` (one per entry of `users`,
     the personal-vector row of its owner). Returns the mean loss per epoch.
 
-    `progress`: optional callable(epoch, loss) called after every epoch.
+    `progress`: optional callable(epoch, loss) called after every epoch. `regularizer`: optional
+    callable() -> scalar tensor added to every batch's loss (e.g. FedProx's proximal term).
     """
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -133,6 +135,8 @@ def train(
                 cfg.negatives,
                 gen,
             )
+            if regularizer is not None:
+                loss = loss + regularizer()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

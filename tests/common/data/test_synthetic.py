@@ -10,7 +10,8 @@ ARRAYS = ("item_ids", "user_ids", "users", "items", "timestamps", "ratings")
 
 @pytest.fixture(scope="module")
 def default():
-    return synthetic.default()
+    """The generator at its own defaults (1000 x 1000): statistics are checked at this size."""
+    return synthetic.generate()
 
 
 def _user_slices(dataset):
@@ -48,6 +49,9 @@ def test_default_shape_and_types(default):
     assert default.name == "synthetic"
     assert (default.num_users, default.num_items) == (1000, 1000)
     assert default.user_ids[0] == "u000001" and default.item_ids[-1] == "i01000"
+    built_in = synthetic.default()
+    assert (built_in.num_users, built_in.num_items) == (600, 500)
+    assert built_in.name == "synthetic"
     assert default.users.dtype == default.items.dtype == default.timestamps.dtype == np.int64
     assert default.ratings.dtype == np.float32
     assert set(np.unique(default.ratings)) <= {1.0, 2.0, 3.0, 4.0, 5.0}

@@ -1,0 +1,51 @@
+"""Where a client's data comes from. In a simulation every virtual client is one user of a
+data set: the process loads the data set once (cached per process) and hands each client only
+its own user's partition; the catalog's frozen embeddings are public and shared."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from fedrec.client.local import UserData
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Identifies the data set and split a simulated federation runs on."""
+
+    dataset: str
+    cold_fraction: float
+    seed: int
+    encoder: str
+
+
+@lru_cache(maxsize=2)
+def _load(spec: DataSpec):
+    from fedrec.common.data.registry import load_dataset
+    from fedrec.common.embeddings import encode_catalog
+    from fedrec.common.split import leave_one_out
+
+    dataset = load_dataset(spec.dataset)
+    split = leave_one_out(dataset, spec.cold_fraction, spec.seed)
+    embeddings = torch.as_tensor(encode_catalog(dataset.item_texts, spec.encoder, progress=False))
+    return split, embeddings
+
+
+def user_partition(spec: DataSpec, user: int) -> UserData:
+    """Only this user's interactions: training sequence and held-out items."""
+    split, _ = _load(spec)
+    return UserData(np.asarray(split.train_sequences[user]), int(split.valid_items[user]),
+                    int(split.test_items[user]))
+
+
+def catalog_embeddings(spec: DataSpec) -> torch.Tensor:
+    """(n_items, d) frozen, public item embeddings."""
+    return _load(spec)[1]
+
+
+def num_users(spec: DataSpec) -> int:
+    return _load(spec)[0].num_users

@@ -1,0 +1,152 @@
+"""The federation's strategy: Flower's legacy `FedAvg`, extended (not forked) with reproducible
+client sampling, update validation, a server optimizer, checkpoints and per-round records.
+
+It lives on the `flwr.server.strategy` API because SecAgg+ (`SecAggPlusWorkflow`) in flwr 1.41
+only runs there, inside `DefaultWorkflow` with a `LegacyContext`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from flwr.common import EvaluateIns, FitIns, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.server.strategy import FedAvg
+
+from fedrec.common.config import FederationConfig
+from fedrec.server import checkpoint
+from fedrec.server.optimizer import ServerOptimizer
+from fedrec.server.validation import UpdateRejected, validate_update
+
+
+class FedRecStrategy(FedAvg):
+    """FedAvg over the shared head. Rounds are numbered from the start of the run, also after
+    a resume (`start_round` = the checkpoint's round).
+
+    `node_to_client`: Flower node id -> client index (0..num_clients-1), used to sample the same
+    clients for the same (seed, round) in every run. `central_eval(round, arrays)`: optional
+    evaluation of the global model by the simulation (None in a deployment). `record(kind,
+    round, values)`: receives 'fit', 'central_eval' and 'federated_eval' records.
+    """
+
+    def __init__(
+        self,
+        fed: FederationConfig,
+        seed: int,
+        num_clients: int,
+        keys: list[str],
+        initial: list[np.ndarray],
+        run_dir: Path,
+        record: Callable[[str, int, dict], None],
+        start_round: int = 0,
+        server_opt_state: dict | None = None,
+        central_eval: Callable[[int, list[np.ndarray]], dict] | None = None,
+    ):
+        cohort = min(fed.clients_per_round, num_clients)
+        super().__init__(
+            fraction_fit=0.0,
+            min_fit_clients=cohort,
+            fraction_evaluate=0.0,
+            min_evaluate_clients=1,
+            min_available_clients=num_clients,
+            initial_parameters=ndarrays_to_parameters(initial),
+            accept_failures=True,
+        )
+        self.fed, self.seed, self.num_clients, self.cohort = fed, seed, num_clients, cohort
+        self.keys, self.current = keys, [a.copy() for a in initial]
+        self.run_dir, self.record, self.central_eval = Path(run_dir), record, central_eval
+        self.start_round, self.total_rounds = start_round, fed.rounds
+        self.last_checkpoint = start_round
+        self.optimizer = ServerOptimizer(fed.strategy, fed.server_lr, fed.server_momentum)
+        if server_opt_state:
+            self.optimizer.load_state_arrays(server_opt_state)
+        self.node_to_client: dict[int, int] = {}
+        self._fit_started: dict[int, float] = {}
+
+    # --- sampling --------------------------------------------------------------------------
+    def _sample(self, client_manager, round_: int, size: int, stream: int) -> list:
+        proxies = {p.node_id: p for p in client_manager.all().values()}
+        ordered = sorted(proxies, key=lambda n: self.node_to_client.get(n, n))
+        rng = np.random.default_rng([self.seed, round_, stream])
+        chosen = rng.choice(len(ordered), size=min(size, len(ordered)), replace=False)
+        return [proxies[ordered[i]] for i in sorted(chosen)]
+
+    def _round(self, flower_round: int) -> int:
+        return self.start_round + flower_round
+
+    def is_eval_round(self, round_: int) -> bool:
+        return round_ % self.fed.eval_every == 0 or round_ == self.total_rounds
+
+    # --- training --------------------------------------------------------------------------
+    def configure_fit(self, server_round, parameters, client_manager):
+        round_ = self._round(server_round)
+        self._fit_started[round_] = time.perf_counter()
+        config = {"server_round": round_, "seed": self.seed,
+                  "checkpoint_round": self.last_checkpoint}
+        fit_ins = FitIns(parameters, config)
+        return [(p, fit_ins) for p in self._sample(client_manager, round_, self.cohort, 0)]
+
+    def aggregate_fit(self, server_round, results, failures):
+        round_ = self._round(server_round)
+        results = sorted(results, key=lambda r: self.node_to_client.get(r[0].node_id, 0))
+        accepted, rejected, losses = [], [], []
+        for _, fit_res in results:
+            arrays = parameters_to_ndarrays(fit_res.parameters)
+            try:
+                validate_update(arrays, self.current, self.fed.max_update_norm)
+            except UpdateRejected as exc:
+                rejected.append(str(exc))
+                continue
+            if fit_res.num_examples > 0:
+                accepted.append((arrays, fit_res.num_examples))
+                losses.append(float(fit_res.metrics.get("loss", np.nan)))
+        needed = self.fed.min_clients or 1
+        aggregated = len(accepted) >= needed
+        if aggregated:
+            total = sum(n for _, n in accepted)
+            mean = [sum(a[i] * (n / total) for a, n in accepted) for i in range(len(self.current))]
+            delta = [m - c for m, c in zip(mean, self.current)]
+            self.current = [w.astype(np.float32) for w in self.optimizer.step(self.current, delta)]
+        if round_ % self.fed.checkpoint_every == 0 or round_ == self.total_rounds:
+            checkpoint.save(self.run_dir / "checkpoints", round_,
+                            dict(zip(self.keys, self.current)), self.optimizer.state_arrays())
+            self.last_checkpoint = round_
+        self.record("fit", round_, {
+            "sampled": len(results) + len(failures),
+            "completed": len(results),
+            "failed": len(failures),
+            "rejected": len(rejected),
+            "rejections": rejected[:5],
+            "aggregated": aggregated,
+            "train_loss": float(np.nanmean(losses)) if losses else float("nan"),
+            "fit_seconds": round(time.perf_counter() - self._fit_started.pop(round_, 0.0), 3),
+        })
+        return (ndarrays_to_parameters(self.current) if aggregated else None), {}
+
+    # --- evaluation ------------------------------------------------------------------------
+    def evaluate(self, server_round, parameters):
+        round_ = self._round(server_round)
+        if self.central_eval is None or not (self.is_eval_round(round_) or round_ == 0):
+            return None
+        metrics = self.central_eval(round_, parameters_to_ndarrays(parameters))
+        self.record("central_eval", round_, metrics)
+        return 1.0 - metrics["ndcg@10"], metrics
+
+    def configure_evaluate(self, server_round, parameters, client_manager):
+        round_ = self._round(server_round)
+        if not self.is_eval_round(round_):
+            return []
+        size = self.fed.eval_clients or self.num_clients
+        ins = EvaluateIns(parameters, {"server_round": round_})
+        return [(p, ins) for p in self._sample(client_manager, round_, size, 1)]
+
+    def aggregate_evaluate(self, server_round, results, failures):
+        round_ = self._round(server_round)
+        rows = [r.metrics for _, r in results if r.num_examples > 0]
+        names = ("hr@10", "ndcg@10", "recall@20", "mrr@10")
+        metrics = {k: float(np.mean([m[k] for m in rows])) if rows else float("nan") for k in names}
+        metrics.update(users=len(rows), failed=len(failures))
+        self.record("federated_eval", round_, metrics)
+        return 1.0 - metrics["ndcg@10"], metrics

@@ -1,0 +1,146 @@
+"""`fedrec simulate`: a Flower federation of virtual clients, one per user, on this machine.
+
+A run directory holds `config.toml`, `metrics.jsonl`, `rounds.jsonl`, `checkpoints/`, the
+simulated devices' personal state under `clients/`, and at the end `metrics.json`. A run resumes
+from its last checkpoint; clients then continue from the personal state of that round.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedrec.common import atomic, config
+from fedrec.common.errors import RunDirError
+from fedrec.common.evaluate import evaluate_all
+from fedrec.common.experiment import peak_rss_mb, prepare
+from fedrec.common.model import FedRecModel
+from fedrec.common.recommenders import FedRecCentral
+from fedrec.simulation import engine
+from fedrec.simulation.recorder import Recorder, read_jsonl, truncate_jsonl
+
+CLIENTS_DIR, CHECKPOINTS_DIR = "clients", "checkpoints"
+
+
+def _start(run_dir: Path, cfg: config.RunConfig | None, resume: bool):
+    """(config, start round, checkpoint path or None) for a new or resumed run."""
+    from fedrec.server import checkpoint
+
+    if resume:
+        if not (run_dir / "config.toml").exists():
+            raise RunDirError(f"{run_dir}: nothing to resume (no config.toml)")
+        cfg = config.load(run_dir / "config.toml").validate()
+        latest = checkpoint.latest(run_dir / CHECKPOINTS_DIR)
+        start = checkpoint.load(latest)[0] if latest else 0
+        for name in ("metrics.jsonl", "rounds.jsonl"):
+            truncate_jsonl(run_dir / name, start)
+        return cfg, start, latest
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunDirError(f"{run_dir} already holds a run; resume it with --resume, or choose "
+                          "another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.save(cfg, run_dir / "config.toml")
+    return cfg, 0, None
+
+
+def central_evaluator(model_cfg, prepared, store_root: Path):
+    """The DESIGN protocol over every user, each with the personal vector on its own device
+    (a simulation-only view: a real server never sees personal state)."""
+    from fedrec.client.local import PERSONAL_KEY
+    from fedrec.client.store import PersonalStore
+
+    split = prepared.split
+
+    def evaluate(round_: int, arrays: list[np.ndarray]) -> dict:
+        model = FedRecModel(model_cfg, split.num_users)
+        model.load_shared_arrays(arrays)
+        with torch.no_grad():
+            for user in range(split.num_users):
+                state = PersonalStore(store_root / f"{user:06d}").load(before_round=round_ + 1)
+                if state is not None:
+                    model.personal.vectors.weight[user] = torch.as_tensor(state[PERSONAL_KEY][0])
+        scorer = FedRecCentral.from_model(model, prepared.item_embeddings)
+        return evaluate_all(scorer, split, prepared.item_embeddings)
+
+    return evaluate
+
+
+def simulate(cfg: config.RunConfig | None, run_dir: Path, resume: bool = False,
+             progress: bool = True, verbose: bool = False) -> dict:
+    """Run (or resume) a simulated federation into `run_dir`; returns the final metrics."""
+    run_dir = Path(run_dir)
+    cfg, start_round, latest = _start(run_dir, cfg, resume)
+    cfg.validate()
+    engine.configure_environment(str(run_dir / ".flwr"))
+    from flwr.simulation import run_simulation
+
+    from fedrec.client.app import ClientSettings, make_client_app
+    from fedrec.client.data import DataSpec
+    from fedrec.server import checkpoint
+    from fedrec.server.app import make_server_app
+    from fedrec.server.strategy import FedRecStrategy
+
+    engine.quiet_logs(verbose)
+    engine.patch_message_sweep()
+    prepared = prepare(cfg, progress=progress)
+    fed = cfg.federation
+    num_clients = prepared.split.num_users
+    model_cfg = replace(cfg.fedrec, input_dim=int(prepared.item_embeddings.shape[1]))
+    torch.manual_seed(cfg.seed)
+    template = FedRecModel(model_cfg, num_users=1)
+    keys = list(template.shared_state())
+    initial, opt_state = template.shared_arrays(), None
+    if latest is not None:
+        _, shared, opt_state = checkpoint.load(latest)
+        initial = [shared[k] for k in keys]
+    if start_round >= fed.rounds:
+        raise RunDirError(f"{run_dir}: already finished ({start_round} of {fed.rounds} rounds)")
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=fed.rounds, initial=start_round, desc="rounds", unit="round",
+               disable=not progress, dynamic_ncols=True)
+    recorder = Recorder(run_dir, bar)
+    store_root = run_dir / CLIENTS_DIR
+    strategy = FedRecStrategy(
+        fed, cfg.seed, num_clients, keys, initial, run_dir, recorder, start_round, opt_state,
+        central_eval=central_evaluator(model_cfg, prepared, store_root),
+    )
+    settings = ClientSettings(
+        model_cfg, cfg.train, fed, DataSpec(cfg.dataset, cfg.cold_fraction, cfg.seed, cfg.encoder),
+        str(store_root),
+    )
+    started = time.perf_counter()
+    run_simulation(
+        server_app=make_server_app(strategy, fed.rounds - start_round,
+                                   engine.map_nodes_in_order(num_clients)),
+        client_app=make_client_app(settings),
+        num_supernodes=num_clients,
+        backend_config=engine.backend_config(fed.client_cpus, verbose),
+    )
+    bar.close()
+    return finish(run_dir, recorder, time.perf_counter() - started)
+
+
+def finish(run_dir: Path, recorder: Recorder, seconds: float) -> dict:
+    """Write `metrics.json`: the last evaluated round's metrics plus run totals."""
+    evaluated = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "ndcg@10" in r]
+    rounds = read_jsonl(run_dir / "rounds.jsonl")
+    if not evaluated:
+        raise RunDirError(f"{run_dir}: the run ended without any evaluated round")
+    final = {k: v for k, v in evaluated[-1].items() if k not in ("train_loss", "failed")}
+    final.update(
+        rounds=max((r["round"] for r in rounds), default=0),
+        failed_client_updates=sum(r["failed"] for r in rounds),
+        rejected_client_updates=sum(r["rejected"] for r in rounds),
+        rounds_not_aggregated=sum(not r["aggregated"] for r in rounds),
+        wall_seconds_this_session=round(seconds, 1),
+        peak_rss_mb=round(peak_rss_mb(), 1),
+    )
+    atomic.write_text(run_dir / "metrics.json", json.dumps(final, indent=2))
+    return final
