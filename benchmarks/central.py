@@ -43,11 +43,12 @@ def embedding_speed(dataset: str) -> dict:
         f"d = load_dataset({dataset!r})\n"
         "os.environ['FEDREC_HOME'] = tempfile.mkdtemp()\n"
         "from fedrec.common.embeddings import encode_catalog, load_encoder\n"
-        "t = time.perf_counter(); load_encoder(); load_s = time.perf_counter() - t\n"
+        "t = time.perf_counter(); model = load_encoder(); load_s = time.perf_counter() - t\n"
+        "t = time.perf_counter(); model.encode(d.item_texts, batch_size=128); enc = time.perf_counter() - t\n"
         "t = time.perf_counter(); encode_catalog(d.item_texts, progress=False); miss = time.perf_counter() - t\n"
         "t = time.perf_counter(); encode_catalog(d.item_texts, progress=False); hit = time.perf_counter() - t\n"
         "print('RESULT', json.dumps({'items': len(d.item_texts), 'encoder_load_s': load_s,"
-        " 'miss_s': miss, 'items_per_s': len(d.item_texts) / (miss - load_s), 'hit_s': hit}))\n"
+        " 'miss_s': miss, 'items_per_s': len(d.item_texts) / enc, 'hit_s': hit}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")][-1]
@@ -101,7 +102,8 @@ def markdown(results: dict) -> str:
     e = results["embedding"]
     lines.append(
         f"\nEmbedding {e['items']} items: encoder load {e['encoder_load_s']:.1f} s, "
-        f"{e['items_per_s']:.0f} items/s, cache hit {e['hit_s'] * 1000:.1f} ms."
+        f"{e['items_per_s']:.0f} items/s, first call (load + encode + cache write) "
+        f"{e['miss_s']:.1f} s, cache hit {e['hit_s'] * 1000:.1f} ms."
     )
     return "\n".join(lines)
 

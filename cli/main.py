@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from fedrec.cli import data, embed, evaluate, recommend, train
+from fedrec.cli import data, embed, evaluate, recommend, runs, simulate, train
 
 app = typer.Typer(
     name="fedrec",
@@ -21,6 +21,8 @@ app.command("embed")(embed.embed)
 app.command("train")(train.train)
 app.command("evaluate")(evaluate.evaluate)
 app.command("recommend")(recommend.recommend)
+app.command("simulate")(simulate.simulate)
+app.add_typer(runs.app, name="runs")
 
 _debug = {"on": False}
 

@@ -71,8 +71,9 @@ def central_evaluator(model_cfg, prepared, store_root: Path):
 
 
 def simulate(cfg: config.RunConfig | None, run_dir: Path, resume: bool = False,
-             progress: bool = True, verbose: bool = False) -> dict:
-    """Run (or resume) a simulated federation into `run_dir`; returns the final metrics."""
+             progress: bool = True, verbose: bool = False, egress_log: Path | None = None) -> dict:
+    """Run (or resume) a simulated federation into `run_dir`; returns the final metrics.
+    `egress_log`: a JSON-lines file summarizing every message the clients send."""
     run_dir = Path(run_dir)
     cfg, start_round, latest = _start(run_dir, cfg, resume)
     cfg.validate()
@@ -119,12 +120,20 @@ def simulate(cfg: config.RunConfig | None, run_dir: Path, resume: bool = False,
     run_simulation(
         server_app=make_server_app(strategy, fed.rounds - start_round,
                                    engine.map_nodes_in_order(num_clients)),
-        client_app=make_client_app(settings),
+        client_app=make_client_app(settings, mods=_client_mods(egress_log)),
         num_supernodes=num_clients,
         backend_config=engine.backend_config(fed.client_cpus, verbose),
     )
     bar.close()
     return finish(run_dir, recorder, time.perf_counter() - started)
+
+
+def _client_mods(egress_log: Path | None) -> list:
+    if egress_log is None:
+        return []
+    from fedrec.client.egress_log import egress_log_mod
+
+    return [egress_log_mod(Path(egress_log).resolve())]
 
 
 def finish(run_dir: Path, recorder: Recorder, seconds: float) -> dict:
