@@ -25,6 +25,8 @@ def simulate(
     fail_rate: Annotated[float | None, typer.Option(help="Seeded share of clients that fail while training.")] = None,
     seed: Seed = 0,
     encoder: Encoder = "all-MiniLM-L6-v2",
+    compare: Annotated[bool, typer.Option(
+        help="Also train most-popular, BPR-MF and central fedrec on the same split; print them beside.")] = False,
     egress_log: Annotated[Path | None, typer.Option(help="Log every message clients send (JSON lines).")] = None,
     verbose: Annotated[bool, typer.Option(help="Show Flower's and Ray's logs.")] = False,
 ) -> None:
@@ -49,8 +51,44 @@ def simulate(
         cfg.federation = replace(cfg.federation,
                                  **{k: v for k, v in overrides.items() if v is not None})
         cfg.validate()
-        out = out or Path("runs") / f"sim-{dataset.replace('/', '_')}-{seed}"
+        out = out or _fresh_run_dir(Path("runs") / f"sim-{Path(dataset).name}-{seed}")
         final = run(cfg, out, verbose=verbose, egress_log=egress_log)
-    row = {"model": "fedrec (federated)", **final}
-    typer.echo(format_table([row], HEADLINE + ["federated_ndcg@10", "failed_client_updates"]))
+    rows = [{"model": "fedrec (federated)", **final}]
+    if compare:
+        rows += _central_baselines(out)
+    typer.echo(format_table(rows, HEADLINE + ["federated_ndcg@10", "failed_client_updates"]))
     typer.echo(f"{final['rounds']} rounds; run written to {out}")
+
+
+def _central_baselines(run_dir: Path) -> list[dict]:
+    """Most-popular, BPR-MF and central fedrec on the run's own data set, split and seed,
+    written under RUN/central/<model>/."""
+    from dataclasses import replace
+
+    from fedrec.cli.output import progress_bar
+    from fedrec.common import config as cfgmod
+    from fedrec.common.experiment import prepare, run_central
+
+    cfg = cfgmod.load(run_dir / "config.toml")
+    prepared = prepare(cfg, progress=False)
+    rows = []
+    for kind in ("popular", "bpr", "fedrec"):
+        run_cfg = replace(cfg, model=kind)
+        total = {"popular": 1, "bpr": cfg.bpr.epochs, "fedrec": cfg.train.epochs}[kind]
+        with progress_bar(total, f"central {kind}") as bar:
+            def report(epoch, values, bar=bar):
+                bar.n = epoch + 1
+                bar.refresh()
+
+            _, metrics = run_central(run_cfg, run_dir / "central" / kind, report, prepared)
+        rows.append({"model": f"{kind} (central)", **metrics})
+    return rows
+
+
+def _fresh_run_dir(base: Path) -> Path:
+    """`base`, or `base-2`, `base-3`, … : the first that holds no run yet."""
+    candidate, n = base, 1
+    while candidate.exists() and any(candidate.iterdir()):
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate

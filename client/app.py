@@ -41,6 +41,10 @@ class FedRecClient(NumPyClient):
         self.settings, self.user = settings, user
         self.store = PersonalStore(Path(settings.store_root) / f"{user:06d}")
 
+    def get_properties(self, config):
+        """Only the simulation's partition index, used to sample reproducibly."""
+        return {"partition-id": self.user}
+
     def fit(self, parameters, config):
         s, round_ = self.settings, int(config["server_round"])
         seed = int(config["seed"])

@@ -26,13 +26,48 @@ def make_server_app(
 
     @app.main()
     def main(grid: Grid, context) -> None:
-        strategy.node_to_client = map_nodes(grid)
-        legacy = LegacyContext(
-            context,
-            config=ServerConfig(num_rounds=num_rounds),
-            strategy=strategy,
-            client_manager=SimpleClientManager(),
-        )
-        DefaultWorkflow(fit_workflow=fit_workflow)(grid, legacy)
+        run_rounds(grid, context, strategy, num_rounds, map_nodes, fit_workflow)
 
     return app
+
+
+def run_rounds(grid: Grid, context, strategy: FedRecStrategy, num_rounds: int,
+               map_nodes: Callable[[Grid], dict[int, int]], fit_workflow=None) -> None:
+    """The body of every fedrec ServerApp: map nodes to clients, then run the rounds."""
+    strategy.node_to_client = map_nodes(grid)
+    legacy = LegacyContext(
+        context,
+        config=ServerConfig(num_rounds=num_rounds),
+        strategy=strategy,
+        client_manager=SimpleClientManager(),
+    )
+    DefaultWorkflow(fit_workflow=fit_workflow)(grid, legacy)
+
+
+def map_nodes_by_query(num_clients: int, timeout: float = 300.0):
+    """For a deployment or `flwr run`: ask every connected node for its partition id (one
+    batched legacy get_properties round trip)."""
+    import time
+
+    import flwr.compat.common.recorddict_compat as compat
+    from flwr.app import Message
+    from flwr.common import GetPropertiesIns
+    from flwr.common.constant import MessageTypeLegacy
+
+    def map_nodes(grid: Grid) -> dict[int, int]:
+        deadline = time.monotonic() + timeout
+        while len(node_ids := list(grid.get_node_ids())) < num_clients:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(node_ids)} of {num_clients} clients connected")
+            time.sleep(0.1)
+        queries = [Message(content=compat.getpropertiesins_to_recorddict(GetPropertiesIns({})),
+                           dst_node_id=n, message_type=MessageTypeLegacy.GET_PROPERTIES,
+                           group_id="discover") for n in node_ids]
+        mapping = {}
+        for reply in grid.send_and_receive(queries, timeout=timeout):
+            if not reply.has_error():
+                props = compat.recorddict_to_getpropertiesres(reply.content).properties
+                mapping[reply.metadata.src_node_id] = int(props["partition-id"])
+        return mapping
+
+    return map_nodes

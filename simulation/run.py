@@ -80,14 +80,37 @@ def simulate(cfg: config.RunConfig | None, run_dir: Path, resume: bool = False,
     engine.configure_environment(str(run_dir / ".flwr"))
     from flwr.simulation import run_simulation
 
-    from fedrec.client.app import ClientSettings, make_client_app
-    from fedrec.client.data import DataSpec
-    from fedrec.server import checkpoint
+    from fedrec.client.app import make_client_app
     from fedrec.server.app import make_server_app
-    from fedrec.server.strategy import FedRecStrategy
 
     engine.quiet_logs(verbose)
     engine.patch_message_sweep()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.federation.rounds, initial=start_round, desc="rounds", unit="round",
+               disable=not progress, dynamic_ncols=True)
+    recorder = Recorder(run_dir, bar)
+    strategy, settings = assemble(cfg, run_dir, start_round, latest, recorder, progress)
+    started = time.perf_counter()
+    run_simulation(
+        server_app=make_server_app(strategy, cfg.federation.rounds - start_round,
+                                   engine.map_nodes_in_order(strategy.num_clients)),
+        client_app=make_client_app(settings, mods=_client_mods(egress_log)),
+        num_supernodes=strategy.num_clients,
+        backend_config=engine.backend_config(cfg.federation.client_cpus, verbose),
+    )
+    bar.close()
+    return finish(run_dir, recorder, time.perf_counter() - started)
+
+
+def assemble(cfg: config.RunConfig, run_dir: Path, start_round: int, latest: Path | None,
+             recorder: Recorder, progress: bool = True):
+    """The strategy (server side) and client settings of a run, fresh or from a checkpoint."""
+    from fedrec.client.app import ClientSettings
+    from fedrec.client.data import DataSpec
+    from fedrec.server import checkpoint
+    from fedrec.server.strategy import FedRecStrategy
+
     prepared = prepare(cfg, progress=progress)
     fed = cfg.federation
     num_clients = prepared.split.num_users
@@ -102,11 +125,6 @@ def simulate(cfg: config.RunConfig | None, run_dir: Path, resume: bool = False,
     if start_round >= fed.rounds:
         raise RunDirError(f"{run_dir}: already finished ({start_round} of {fed.rounds} rounds)")
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=fed.rounds, initial=start_round, desc="rounds", unit="round",
-               disable=not progress, dynamic_ncols=True)
-    recorder = Recorder(run_dir, bar)
     store_root = run_dir / CLIENTS_DIR
     strategy = FedRecStrategy(
         fed, cfg.seed, num_clients, keys, initial, run_dir, recorder, start_round, opt_state,
@@ -116,16 +134,7 @@ def simulate(cfg: config.RunConfig | None, run_dir: Path, resume: bool = False,
         model_cfg, cfg.train, fed, DataSpec(cfg.dataset, cfg.cold_fraction, cfg.seed, cfg.encoder),
         str(store_root),
     )
-    started = time.perf_counter()
-    run_simulation(
-        server_app=make_server_app(strategy, fed.rounds - start_round,
-                                   engine.map_nodes_in_order(num_clients)),
-        client_app=make_client_app(settings, mods=_client_mods(egress_log)),
-        num_supernodes=num_clients,
-        backend_config=engine.backend_config(fed.client_cpus, verbose),
-    )
-    bar.close()
-    return finish(run_dir, recorder, time.perf_counter() - started)
+    return strategy, settings
 
 
 def _client_mods(egress_log: Path | None) -> list:
