@@ -49,14 +49,14 @@ class FedRecClient(NumPyClient):
         s, round_ = self.settings, int(config["server_round"])
         seed = int(config["seed"])
         if s.federation.fail_rate > 0:
-            if np.random.default_rng([seed, round_, self.user]).random() < s.federation.fail_rate:
+            if np.random.default_rng([seed, round_, 1, self.user, 0]).random() < s.federation.fail_rate:
                 raise InjectedFailure(f"injected failure in round {round_}")
         proximal_mu = s.federation.proximal_mu if s.federation.strategy == "fedprox" else 0.0
         shared, personal, num_examples, loss = local.fit_local(
             s.model, s.train, data.catalog_embeddings(s.data), parameters,
             self.store.load(before_round=round_), data.user_partition(s.data, self.user),
             epochs=s.federation.local_epochs,
-            seed=int(np.random.default_rng([seed, round_, self.user]).integers(2**31)),
+            seed=int(np.random.default_rng([seed, round_, 1, self.user, 1]).integers(2**31)),
             proximal_mu=proximal_mu,
         )
         self.store.save(round_, personal, keep_from=int(config["checkpoint_round"]))

@@ -39,13 +39,19 @@ class PersonalStore:
     def save(self, round_: int, state: dict[str, np.ndarray], keep_from: int = 0) -> None:
         """Save the state after `round_`; prune versions not needed to resume at `keep_from`
         (the server's last checkpoint round): everything older than the newest version <=
-        `keep_from` goes, and so does any stale version >= `round_` from a crashed run."""
+        `keep_from` goes, and so does any stale version > `round_` from a crashed run."""
         with atomic_path(self._path(round_), suffix=".safetensors") as tmp:
             save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(tmp))
         versions = self.versions()
         base = max((r for r in versions if r <= keep_from), default=None)
         for r in versions:
             if (base is not None and r < base) or r > round_:
+                self._path(r).unlink(missing_ok=True)
+
+    def discard_after(self, round_: int) -> None:
+        """Delete versions saved after `round_` (a resumed run redoes those rounds)."""
+        for r in self.versions():
+            if r > round_:
                 self._path(r).unlink(missing_ok=True)
 
     def _path(self, round_: int) -> Path:

@@ -32,7 +32,7 @@ class FederationConfig:
 
     rounds: int = 50
     clients_per_round: int = 100
-    min_clients: int = 0  # 0: clients_per_round; the least results a round needs to aggregate
+    min_clients: int = 1  # the least valid client updates a round needs to aggregate
     local_epochs: int = 2
     strategy: str = "fedavg"  # fedavg | fedavgm | fedadam | fedprox
     server_lr: float = 1.0
@@ -53,6 +53,9 @@ class FederationConfig:
                      "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"federation.{name} = {getattr(self, name)}; expected >= 1")
+        if not 1 <= self.min_clients <= self.clients_per_round:
+            raise ConfigError(f"federation.min_clients = {self.min_clients}; expected 1 to "
+                              f"clients_per_round ({self.clients_per_round})")
         if not 0.0 <= self.fail_rate < 1.0:
             raise ConfigError(f"federation.fail_rate = {self.fail_rate}; expected 0 <= x < 1")
         if self.max_update_norm <= 0 or self.server_lr <= 0:

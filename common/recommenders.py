@@ -101,7 +101,7 @@ class EarlyStopping:
 
     def update(self, metric: float, state: dict) -> bool:
         """Record a validation result; returns True when training should stop."""
-        if metric > self.best:
+        if self.best_state is None or metric > self.best:  # NaN (no validation users) too
             self.best, self.best_state, self.bad_checks = metric, copy.deepcopy(state), 0
         else:
             self.bad_checks += 1
@@ -145,7 +145,7 @@ class BPRMF(Recommender):
         for epoch in range(cfg.epochs):
             order = rng.permutation(len(pos_u))
             neg = rng.integers(0, split.num_items, len(pos_u))
-            clash = np.asarray(seen[pos_u, neg]).ravel() > 0  # resample negatives the user saw
+            clash = np.asarray(seen[pos_u, neg]).ravel() > 0  # resample (once) negatives the user saw
             neg[clash] = rng.integers(0, split.num_items, int(clash.sum()))
             for start in range(0, len(order), cfg.batch_size):
                 b = order[start : start + cfg.batch_size]
@@ -208,13 +208,14 @@ class FedRecCentral(Recommender):
     def fit(self, split, item_embeddings, progress=None):
         torch.manual_seed(self.train_cfg.seed)
         self.embeddings = torch.as_tensor(item_embeddings, dtype=torch.float32)
-        self.model_cfg.input_dim = self.embeddings.shape[1]
+        self.model_cfg = replace(self.model_cfg, input_dim=int(self.embeddings.shape[1]))
         self.model = FedRecModel(self.model_cfg, split.num_users)
         optimizer = make_optimizer(self.model, self.train_cfg)
         users = np.arange(split.num_users)
         stopper = EarlyStopping(self.patience)
         for start in range(0, self.train_cfg.epochs, self.eval_every):
-            chunk = replace(self.train_cfg, epochs=self.eval_every, seed=self.train_cfg.seed + start)
+            epochs = min(self.eval_every, self.train_cfg.epochs - start)
+            chunk = replace(self.train_cfg, epochs=epochs, seed=self.train_cfg.seed + start)
             losses = train(self.model, self.embeddings, split.train_sequences, users, chunk, optimizer)
             ndcg = evaluate(self, split, stage="valid")["ndcg@10"]
             if progress:

@@ -53,8 +53,7 @@ class Split:
 
     def eval_users(self, stage: str) -> np.ndarray:
         """Users that have a target for `stage`."""
-        targets = {"valid": self.valid_items, "test": self.test_items, "cold": self.cold_targets}
-        return np.flatnonzero(targets[stage] != NO_ITEM)
+        return np.flatnonzero(self.targets(stage) != NO_ITEM)
 
     def targets(self, stage: str) -> np.ndarray:
         return {"valid": self.valid_items, "test": self.test_items, "cold": self.cold_targets}[stage]

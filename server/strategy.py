@@ -45,6 +45,8 @@ class FedRecStrategy(FedAvg):
         central_eval: Callable[[int, list[np.ndarray]], dict] | None = None,
     ):
         cohort = min(fed.clients_per_round, num_clients)
+        # configure_fit/configure_evaluate are overridden (exact, reproducible sampling), so the
+        # FedAvg fractions below are unused; the node map waits until every client connected.
         super().__init__(
             fraction_fit=0.0,
             min_fit_clients=cohort,
@@ -69,7 +71,7 @@ class FedRecStrategy(FedAvg):
     def _sample(self, client_manager, round_: int, size: int, stream: int) -> list:
         proxies = {p.node_id: p for p in client_manager.all().values()}
         ordered = sorted(proxies, key=lambda n: self.node_to_client.get(n, n))
-        rng = np.random.default_rng([self.seed, round_, stream])
+        rng = np.random.default_rng([self.seed, round_, 0, stream])  # 0: the server's streams
         chosen = rng.choice(len(ordered), size=min(size, len(ordered)), replace=False)
         return [proxies[ordered[i]] for i in sorted(chosen)]
 
@@ -77,6 +79,7 @@ class FedRecStrategy(FedAvg):
         return self.start_round + flower_round
 
     def is_eval_round(self, round_: int) -> bool:
+        """Rounds after which the model is evaluated: every `eval_every`-th and the last."""
         return round_ % self.fed.eval_every == 0 or round_ == self.total_rounds
 
     # --- training --------------------------------------------------------------------------
@@ -102,7 +105,7 @@ class FedRecStrategy(FedAvg):
             if fit_res.num_examples > 0:
                 accepted.append((arrays, fit_res.num_examples))
                 losses.append(float(fit_res.metrics.get("loss", np.nan)))
-        needed = self.fed.min_clients or 1
+        needed = max(1, self.fed.min_clients)
         aggregated = len(accepted) >= needed
         if aggregated:
             total = sum(n for _, n in accepted)
@@ -127,11 +130,17 @@ class FedRecStrategy(FedAvg):
 
     # --- evaluation ------------------------------------------------------------------------
     def evaluate(self, server_round, parameters):
+        """Central evaluation (simulation only). Flower calls it once before the first round:
+        that evaluates the initial model, or after a resume the checkpoint's round if it is an
+        evaluation round (its metrics line is rewritten), and is recorded as 'initial_eval'."""
         round_ = self._round(server_round)
-        if self.central_eval is None or not (self.is_eval_round(round_) or round_ == 0):
+        if self.central_eval is None:
+            return None
+        first = server_round == 0
+        if not (self.is_eval_round(round_) or round_ == 0):
             return None
         metrics = self.central_eval(round_, parameters_to_ndarrays(parameters))
-        self.record("central_eval", round_, metrics)
+        self.record("initial_eval" if first else "central_eval", round_, metrics)
         return 1.0 - metrics["ndcg@10"], metrics
 
     def configure_evaluate(self, server_round, parameters, client_manager):

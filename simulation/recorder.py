@@ -26,9 +26,9 @@ def read_jsonl(path: Path) -> list[dict]:
     return records
 
 
-def truncate_jsonl(path: Path, last_round: int) -> None:
-    """Drop lines of rounds after `last_round` (work a resumed run will redo). Atomic."""
-    keep = [r for r in read_jsonl(path) if r["round"] <= last_round]
+def truncate_jsonl(path: Path, keep_before: int) -> None:
+    """Keep only lines of rounds < `keep_before` (a resumed run redoes the rest). Atomic."""
+    keep = [r for r in read_jsonl(path) if r["round"] < keep_before]
     atomic.write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
@@ -54,14 +54,17 @@ class Recorder:
                 self.bar.set_postfix(self._postfix(values), refresh=True)
         elif kind == "central_eval":
             row.update(values)
-            if round_ == 0:  # the initial model: no training, no federated evaluation
-                self._flush(round_)
+        elif kind == "initial_eval":  # before the first round of a session: nothing else follows
+            row.update(values)
+            self._flush(round_)
         elif kind == "federated_eval":
             row.update({f"federated_{k}": v for k, v in values.items()})
             self._flush(round_)
 
     def _flush(self, round_: int) -> None:
         row = self.pending.pop(round_)
+        # rounds without evaluation never flush: drop their partial rows
+        self.pending = {r: v for r, v in self.pending.items() if r > round_}
         self._append("metrics.jsonl", row)
         if "ndcg@10" in row:
             self.last_metrics = row

@@ -29,6 +29,7 @@ CLIENTS_DIR, CHECKPOINTS_DIR = "clients", "checkpoints"
 
 def _start(run_dir: Path, cfg: config.RunConfig | None, resume: bool):
     """(config, start round, checkpoint path or None) for a new or resumed run."""
+    from fedrec.client.store import PersonalStore
     from fedrec.server import checkpoint
 
     if resume:
@@ -37,8 +38,11 @@ def _start(run_dir: Path, cfg: config.RunConfig | None, resume: bool):
         cfg = config.load(run_dir / "config.toml").validate()
         latest = checkpoint.latest(run_dir / CHECKPOINTS_DIR)
         start = checkpoint.load(latest)[0] if latest else 0
-        for name in ("metrics.jsonl", "rounds.jsonl"):
-            truncate_jsonl(run_dir / name, start)
+        truncate_jsonl(run_dir / "rounds.jsonl", start + 1)
+        # the checkpoint's own round is evaluated again (if it is an evaluation round)
+        truncate_jsonl(run_dir / "metrics.jsonl", start if latest else 0)
+        for device in (run_dir / CLIENTS_DIR).glob("*"):
+            PersonalStore(device).discard_after(start)  # state from rounds being redone
         return cfg, start, latest
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunDirError(f"{run_dir} already holds a run; resume it with --resume, or choose "
@@ -78,6 +82,7 @@ def simulate(cfg: config.RunConfig | None, run_dir: Path, resume: bool = False,
     cfg, start_round, latest = _start(run_dir, cfg, resume)
     cfg.validate()
     engine.configure_environment(str(run_dir / ".flwr"))
+    from flwr.common import ndarrays_to_parameters
     from flwr.simulation import run_simulation
 
     from fedrec.client.app import make_client_app
@@ -92,6 +97,12 @@ def simulate(cfg: config.RunConfig | None, run_dir: Path, resume: bool = False,
     recorder = Recorder(run_dir, bar)
     strategy, settings = assemble(cfg, run_dir, start_round, latest, recorder, progress)
     started = time.perf_counter()
+    if start_round >= cfg.federation.rounds:  # killed after the last checkpoint: only finish
+        if (run_dir / "metrics.json").exists():
+            raise RunDirError(f"{run_dir}: already finished ({start_round} rounds)")
+        strategy.evaluate(0, ndarrays_to_parameters(strategy.current))
+        bar.close()
+        return finish(run_dir, recorder, time.perf_counter() - started)
     run_simulation(
         server_app=make_server_app(strategy, cfg.federation.rounds - start_round,
                                    engine.map_nodes_in_order(strategy.num_clients)),
@@ -122,8 +133,6 @@ def assemble(cfg: config.RunConfig, run_dir: Path, start_round: int, latest: Pat
     if latest is not None:
         _, shared, opt_state = checkpoint.load(latest)
         initial = [shared[k] for k in keys]
-    if start_round >= fed.rounds:
-        raise RunDirError(f"{run_dir}: already finished ({start_round} of {fed.rounds} rounds)")
 
     store_root = run_dir / CLIENTS_DIR
     strategy = FedRecStrategy(

@@ -29,6 +29,14 @@ def test_pruning_keeps_what_a_resume_from_the_checkpoint_needs(tmp_path):
     assert store.load(before_round=11)["personal_vector"][0, 0] == 7
 
 
+def test_discard_after_drops_versions_of_rounds_being_redone(tmp_path):
+    store = PersonalStore(tmp_path)
+    for r in (2, 5, 9):
+        store.save(r, state(r), keep_from=0)
+    store.discard_after(5)
+    assert store.versions() == [2, 5]
+
+
 def test_a_resumed_client_overwrites_stale_versions_from_the_crashed_run(tmp_path):
     store = PersonalStore(tmp_path)
     for r in (4, 6, 8):

@@ -81,6 +81,11 @@ def test_failed_clients_are_counted_and_rounds_complete(home, tmp_path):
 def test_a_killed_run_resumes_to_the_same_result(home, tmp_path):
     cfg = small_config()
     reference = simulate(cfg, tmp_path / "straight", progress=False)
+    # killed after the last checkpoint but before finishing: a resume only evaluates + finishes
+    (tmp_path / "straight" / "metrics.json").unlink()
+    finished = simulate(None, tmp_path / "straight", resume=True, progress=False)
+    assert finished["ndcg@10"] == pytest.approx(reference["ndcg@10"], abs=1e-9)
+    assert [r["round"] for r in read_jsonl(tmp_path / "straight" / "metrics.jsonl")] == [0, 2, 4]
 
     config.save(cfg, tmp_path / "cfg.toml")
     run = tmp_path / "killed"
