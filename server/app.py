@@ -44,22 +44,28 @@ def run_rounds(grid: Grid, context, strategy: FedRecStrategy, num_rounds: int,
     DefaultWorkflow(fit_workflow=fit_workflow)(grid, legacy)
 
 
+def wait_for_nodes(grid: Grid, num_clients: int, timeout: float) -> list[int]:
+    """Block until `num_clients` nodes are connected; their node ids in registration order."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while len(node_ids := list(grid.get_node_ids())) < num_clients:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(node_ids)} of {num_clients} clients connected")
+        time.sleep(0.05)
+    return node_ids
+
+
 def map_nodes_by_query(num_clients: int, timeout: float = 300.0):
     """For a deployment or `flwr run`: ask every connected node for its partition id (one
     batched legacy get_properties round trip)."""
-    import time
-
     import flwr.compat.common.recorddict_compat as compat
     from flwr.app import Message
     from flwr.common import GetPropertiesIns
     from flwr.common.constant import MessageTypeLegacy
 
     def map_nodes(grid: Grid) -> dict[int, int]:
-        deadline = time.monotonic() + timeout
-        while len(node_ids := list(grid.get_node_ids())) < num_clients:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"only {len(node_ids)} of {num_clients} clients connected")
-            time.sleep(0.1)
+        node_ids = wait_for_nodes(grid, num_clients, timeout)
         queries = [Message(content=compat.getpropertiesins_to_recorddict(GetPropertiesIns({})),
                            dst_node_id=n, message_type=MessageTypeLegacy.GET_PROPERTIES,
                            group_id="discover") for n in node_ids]

@@ -74,15 +74,10 @@ def patch_message_sweep() -> bool:
 def map_nodes_in_order(num_clients: int, timeout: float = 300.0):
     """For the simulation engine: node i registers as partition i, so the i-th node id of the
     in-memory link state is client i. Waits until all nodes are registered."""
-    import time
+    from fedrec.server.app import wait_for_nodes
 
     def map_nodes(grid) -> dict[int, int]:
-        deadline = time.monotonic() + timeout
-        while len(list(grid.get_node_ids())) < num_clients:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"only {len(list(grid.get_node_ids()))} of {num_clients} "
-                                   "simulated clients registered")
-            time.sleep(0.05)
+        wait_for_nodes(grid, num_clients, timeout)
         return {node_id: i for i, node_id in enumerate(grid.state.nodes.keys())}
 
     return map_nodes
