@@ -23,6 +23,17 @@ def simulate(
     eval_every: Annotated[int | None, typer.Option(help="Evaluate every N rounds.")] = None,
     eval_clients: Annotated[int | None, typer.Option(help="Federated-evaluation cohort (0: all).")] = None,
     fail_rate: Annotated[float | None, typer.Option(help="Seeded share of clients that fail while training.")] = None,
+    dp: Annotated[str | None, typer.Option(
+        "--dp", help="Differential privacy: 'record' (Opacus DP-SGD on each device, per-client "
+        "budget) or 'user' (clipped updates + distributed noise, server accountant).")] = None,
+    epsilon: Annotated[float | None, typer.Option(
+        help="DP ε: each client's budget (record) or the federation's target (user).")] = None,
+    delta: Annotated[float | None, typer.Option(help="DP δ (per unit).")] = None,
+    accountant: Annotated[str | None, typer.Option(help="DP accountant: rdp or prv.")] = None,
+    noise_multiplier: Annotated[float | None, typer.Option(
+        help="DP σ; default: derived from --epsilon.")] = None,
+    max_grad_norm: Annotated[float | None, typer.Option(
+        help="DP clip: per sample (record) or per client update (user).")] = None,
     seed: Seed = 0,
     encoder: Encoder = "all-MiniLM-L6-v2",
     compare: Annotated[bool, typer.Option(
@@ -50,6 +61,10 @@ def simulate(
                      "fail_rate": fail_rate}
         cfg.federation = replace(cfg.federation,
                                  **{k: v for k, v in overrides.items() if v is not None})
+        dp_overrides = {"mode": dp, "epsilon": epsilon, "delta": delta, "accountant": accountant,
+                        "noise_multiplier": noise_multiplier, "max_grad_norm": max_grad_norm}
+        cfg.privacy = replace(cfg.privacy,
+                              **{k: v for k, v in dp_overrides.items() if v is not None})
         cfg.validate()
         out = out or _fresh_run_dir(Path("runs") / f"sim-{Path(dataset).name}-{seed}")
         final = run(cfg, out, verbose=verbose, egress_log=egress_log)
@@ -57,7 +72,19 @@ def simulate(
     if compare:
         rows += _central_baselines(out)
     typer.echo(format_table(rows, HEADLINE + ["federated_ndcg@10", "failed_client_updates"]))
+    if "privacy" in final:
+        typer.echo(_privacy_line(final["privacy"]))
     typer.echo(f"{final['rounds']} rounds; run written to {out}")
+
+
+def _privacy_line(p: dict) -> str:
+    if p["unit"] == "user":
+        return (f"user-level DP: ε = {p['epsilon']:.3g} of {p['epsilon_budget']:g} at "
+                f"δ = {p['delta']:g} ({p['accountant']}), {p['releases']} aggregates")
+    return (f"record-level DP: per-client ε min/median/max = {p['epsilon_min']:.3g}/"
+            f"{p['epsilon_median']:.3g}/{p['epsilon_max']:.3g} of {p['epsilon_budget']:g} at "
+            f"δ = {p['delta']:g} ({p['accountant']}); {p['clients_exhausted']} clients out of "
+            f"budget; {p['releases']} releases")
 
 
 def _central_baselines(run_dir: Path) -> list[dict]:

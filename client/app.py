@@ -1,21 +1,29 @@
-"""The Flower `ClientApp`: a thin adapter from messages to `fedrec.client.local`.
+"""The Flower `ClientApp`: a thin adapter from messages to `fedrec.client.local` and
+`fedrec.client.dp`.
 
-Replies are FitRes-shaped (`NumPyClient`), which is what `secaggplus_mod` needs. A reply
-carries only the shared arrays, the number of training positions and the local loss; the
-personal vector stays in the device's `PersonalStore`.
+Replies are FitRes-shaped (`NumPyClient`), which is what `secaggplus_mod` needs. Without DP a
+reply carries the shared arrays, the number of training positions and the local loss. Under DP
+it carries only the privatized arrays with a weight of 1 (the count and the loss are functions
+of the raw data), or — a client whose budget is spent — the received arrays unchanged with
+weight 0 and `declined = 1`. The personal vector stays in the device's `PersonalStore`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
 
-from fedrec.client import data, local
+from fedrec.client import data, dp, local
+from fedrec.client.budget import PrivacyAccount, digest
+from fedrec.client.identity import pseudonym
 from fedrec.client.store import PersonalStore
+from fedrec.common import privacy
 from fedrec.common.config import FederationConfig
 from fedrec.common.model import ModelConfig
 from fedrec.common.train import TrainConfig
@@ -30,6 +38,9 @@ class ClientSettings:
     federation: FederationConfig
     data: data.DataSpec
     store_root: str
+    privacy: privacy.PrivacyConfig = field(default_factory=privacy.PrivacyConfig)
+    cohort: int = 1  # m, clients per round (user-level DP: each adds 1/m of the noise variance)
+    ledger_path: str = ""  # where this device appends its releases (record-level DP)
 
 
 class InjectedFailure(RuntimeError):
@@ -51,6 +62,9 @@ class FedRecClient(NumPyClient):
         if s.federation.fail_rate > 0:
             if np.random.default_rng([seed, round_, 1, self.user, 0]).random() < s.federation.fail_rate:
                 raise InjectedFailure(f"injected failure in round {round_}")
+        keep_from = int(config["checkpoint_round"])
+        if s.privacy.mode == "record":
+            return self._fit_record(parameters, round_, keep_from)
         proximal_mu = s.federation.proximal_mu if s.federation.strategy == "fedprox" else 0.0
         shared, personal, num_examples, loss = local.fit_local(
             s.model, s.train, data.catalog_embeddings(s.data), parameters,
@@ -59,8 +73,50 @@ class FedRecClient(NumPyClient):
             seed=int(np.random.default_rng([seed, round_, 1, self.user, 1]).integers(2**31)),
             proximal_mu=proximal_mu,
         )
-        self.store.save(round_, personal, keep_from=int(config["checkpoint_round"]))
-        return shared, num_examples, {"loss": loss}
+        metrics = {"loss": loss}
+        if s.privacy.mode == "user" and num_examples > 0:
+            clip = s.privacy.max_grad_norm
+            noise_std = s.privacy.noise_multiplier * clip / math.sqrt(s.cohort)
+            shared, _ = dp.clip_and_noise(shared, parameters, clip, noise_std, secrets.randbits(62))
+            num_examples, metrics = 1, {}
+        self.store.save(round_, personal, keep_from=keep_from)
+        return shared, num_examples, metrics
+
+    def _fit_record(self, parameters, round_: int, keep_from: int):
+        """Record-level DP-SGD with this device's own accountant and budget (see
+        `fedrec.client.budget` for the order of charge, training and ledger line)."""
+        s, p = self.settings, self.settings.privacy
+        user_data = data.user_partition(s.data, self.user)
+        account = PrivacyAccount(self.store.root, p.delta, p.accountant)
+        model_digest = digest(parameters)
+        charge = account.find(round_, model_digest)
+        if charge is None:
+            mechanism = dp.plan(user_data, s.train, p, s.federation.local_epochs)
+            if mechanism.records == 0:
+                return parameters, 0, {}  # nothing to learn from: nothing released
+            sigma = account.noise_multiplier or p.noise_multiplier or privacy.noise_for_epsilon(
+                p.epsilon, p.delta, mechanism.sample_rate,
+                p.planned_rounds * mechanism.steps, p.accountant)
+            if account.would_spend(sigma, mechanism.sample_rate, mechanism.steps) > p.epsilon:
+                return parameters, 0, {"declined": 1}
+            charge = account.charge(round_, model_digest, sigma, mechanism.sample_rate,
+                                    mechanism.steps)
+        shared, personal, history = dp.fit_private(
+            s.model, s.train, p, data.catalog_embeddings(s.data), parameters,
+            self.store.load(before_round=round_), user_data, s.federation.local_epochs,
+            charge.noise_multiplier, charge.seed,
+        )
+        expected = [(charge.noise_multiplier, charge.sample_rate, charge.steps)]
+        if privacy.merge(history) != expected:  # never release more than was charged
+            raise RuntimeError(f"DP-SGD took {history}, but {expected} was charged")
+        if not account.logged:
+            privacy.append_release(Path(s.ledger_path), privacy.Release(
+                "record", pseudonym(self.store.root), round_, charge.noise_multiplier,
+                charge.sample_rate, charge.steps, p.max_grad_norm, p.delta, p.accountant,
+                charge.epsilon))
+            account.mark_logged()
+        self.store.save(round_, personal, keep_from=keep_from)
+        return shared, 1, {}
 
     def evaluate(self, parameters, config):
         s = self.settings

@@ -16,6 +16,7 @@ from fedrec.common import atomic
 from fedrec.common.embeddings import DEFAULT_ENCODER
 from fedrec.common.errors import ConfigError
 from fedrec.common.model import ModelConfig
+from fedrec.common.privacy import PrivacyConfig
 from fedrec.common.recommenders import MODELS, BPRConfig
 from fedrec.common.train import TrainConfig
 
@@ -79,6 +80,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     bpr: BPRConfig = field(default_factory=BPRConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def validate(self) -> RunConfig:
         if self.model not in MODELS:
@@ -96,6 +98,10 @@ class RunConfig:
                 f"{self.fedrec.num_heads}"
             )
         self.federation.validate()
+        self.privacy.validate()
+        if self.privacy.window > self.fedrec.max_history:
+            raise ConfigError(f"privacy.window = {self.privacy.window} exceeds fedrec.max_history"
+                              f" = {self.fedrec.max_history}")
         return self
 
 

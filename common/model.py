@@ -95,9 +95,12 @@ class SequenceEncoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """`valid`: (B, L) bool, False at padding. Padded positions attend only to themselves."""
+        """`valid`: (B, L) bool, False at padding. Padded positions attend only to themselves.
+        Positions count from the newest item (right-aligned), so a window shorter than
+        `max_history` uses the same position of the newest item as a full-length history."""
         length = x.shape[1]
-        pos = torch.arange(length, device=x.device).expand(x.shape[0], -1)
+        offset = self.positions.num_embeddings - length
+        pos = torch.arange(offset, offset + length, device=x.device).expand(x.shape[0], -1)
         x = self.dropout(x + self.positions(pos))
         causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
         eye = torch.eye(length, dtype=torch.bool, device=x.device)

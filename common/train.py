@@ -54,6 +54,30 @@ def make_windows(
     return np.stack(rows), np.asarray(owners, np.int64)
 
 
+def disjoint_windows(sequence: np.ndarray, length: int) -> np.ndarray:
+    """Cut one chronological sequence into disjoint chunks of up to `length + 1` items, newest
+    first, so every interaction belongs to exactly one window (a DP "record"); chunks shorter
+    than 2 items are dropped. Returns (N, length + 1) int64, left-padded with -1."""
+    rows = []
+    for end in range(len(sequence), 1, -(length + 1)):
+        chunk = sequence[max(0, end - length - 1) : end]
+        if len(chunk) < 2:
+            break
+        row = np.full(length + 1, -1, np.int64)
+        row[length + 1 - len(chunk) :] = chunk
+        rows.append(row)
+    return np.stack(rows[::-1]) if rows else np.zeros((0, length + 1), np.int64)
+
+
+def sample_candidates(
+    targets: torch.Tensor, n_items: int, negatives: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Per-sample candidate sets for `targets` (B, L): (B, L, 1 + negatives) item indices,
+    the positive first (clamped to 0 at padding), then uniformly sampled negatives."""
+    neg = torch.randint(0, n_items, (*targets.shape, negatives), generator=generator)
+    return torch.cat([targets.clamp_min(0).unsqueeze(-1), neg], dim=-1)
+
+
 def window_loss(
     model: FedRecModel,
     item_embeddings: torch.Tensor,
@@ -61,20 +85,30 @@ def window_loss(
     users: torch.Tensor,
     negatives: int = 0,
     generator: torch.Generator | None = None,
+    reduction: str = "position",
+    candidates: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean next-item cross-entropy over the valid positions of `windows` (B, L+1)."""
+    """Next-item cross-entropy over the valid positions of `windows` (B, L+1).
+
+    `reduction="position"`: the mean over all valid positions of the batch. `"sample"`: each
+    window's own mean over its positions, then the mean over windows, so every window's
+    gradient depends on that window alone (what per-sample clipping needs); `"none"`: those
+    per-window means, (B,). Sampled candidates (`negatives` > 0, or given `candidates`
+    (B, L, C)) keep every computation per sample; the full-catalog softmax shares one adapter
+    pass over the catalog across the batch, so it has no per-sample form.
+    """
     inputs, targets = windows[:, :-1], windows[:, 1:]
     valid_in = inputs >= 0
     mask = valid_in & (targets >= 0)
-    n_items = item_embeddings.shape[0]
-    if negatives == 0:
+    if candidates is None and negatives == 0:
+        if reduction != "position":
+            raise ValueError("the full-catalog softmax only supports reduction='position'")
         items = model.item_vectors(item_embeddings)
         states = model.sequence_states(gather_padded(items, inputs), valid_in)
         user_vectors = model.user_vectors(states, users)[mask]  # (P, dim): real positions only
         return F.cross_entropy(model.logits(user_vectors, items), targets[mask])
-    # Per-sample candidates: (B, L, 1 + negatives) item indices, positive first.
-    neg = torch.randint(0, n_items, (*targets.shape, negatives), generator=generator)
-    candidates = torch.cat([targets.clamp_min(0).unsqueeze(-1), neg], dim=-1)
+    if candidates is None:
+        candidates = sample_candidates(targets, item_embeddings.shape[0], negatives, generator)
     history_vectors = model.item_vectors(gather_padded(item_embeddings, inputs))
     history_vectors = history_vectors * valid_in.unsqueeze(-1)
     states = model.sequence_states(history_vectors, valid_in)
@@ -87,8 +121,13 @@ def window_loss(
         logits.reshape(-1, logits.shape[-1]),
         torch.zeros(logits.shape[0] * logits.shape[1], dtype=torch.long),
         reduction="none",
-    ).view(mask.shape)
-    return (per_position * mask).sum() / mask.sum().clamp_min(1)
+    ).view(mask.shape) * mask
+    if reduction == "position":
+        return per_position.sum() / mask.sum().clamp_min(1)
+    per_sample = per_position.sum(1) / mask.sum(1).clamp_min(1)
+    if reduction == "none":
+        return per_sample
+    return per_sample.sum() / max(1, len(per_sample))
 
 
 def make_optimizer(model: FedRecModel, cfg: TrainConfig) -> torch.optim.Optimizer:

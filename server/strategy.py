@@ -16,7 +16,9 @@ from flwr.common import EvaluateIns, FitIns, ndarrays_to_parameters, parameters_
 from flwr.server.strategy import FedAvg
 
 from fedrec.common.config import FederationConfig
+from fedrec.common.privacy import PrivacyConfig
 from fedrec.server import checkpoint
+from fedrec.server.accountant import UserLevelAccountant
 from fedrec.server.optimizer import ServerOptimizer
 from fedrec.server.validation import UpdateRejected, validate_update
 
@@ -29,6 +31,11 @@ class FedRecStrategy(FedAvg):
     clients for the same (seed, round) in every run. `central_eval(round, arrays)`: optional
     evaluation of the global model by the simulation (None in a deployment). `record(kind,
     round, values)`: receives 'fit', 'central_eval' and 'federated_eval' records.
+
+    Under DP (`privacy.mode` record or user) every accepted update has weight 1. Record-level:
+    clients out of budget decline (`declined` metric, weight 0) and are counted. User-level:
+    the mean has the fixed denominator m (clients per round) and each aggregate is charged to
+    the server's accountant before it is used; a round that would exceed ε is not aggregated.
     """
 
     def __init__(
@@ -43,6 +50,8 @@ class FedRecStrategy(FedAvg):
         start_round: int = 0,
         server_opt_state: dict | None = None,
         central_eval: Callable[[int, list[np.ndarray]], dict] | None = None,
+        privacy: PrivacyConfig | None = None,
+        ledger: Path | None = None,
     ):
         cohort = min(fed.clients_per_round, num_clients)
         # configure_fit/configure_evaluate are overridden (exact, reproducible sampling), so the
@@ -66,6 +75,14 @@ class FedRecStrategy(FedAvg):
             self.optimizer.load_state_arrays(server_opt_state)
         self.node_to_client: dict[int, int] = {}
         self._fit_started: dict[int, float] = {}
+        self.privacy = privacy or PrivacyConfig()
+        self.exhausted: set[int] = set()  # clients that declined for lack of budget
+        self.accountant, self.max_update_norm = None, fed.max_update_norm
+        if self.privacy.mode == "user":
+            self.accountant = UserLevelAccountant(self.privacy, cohort, num_clients,
+                                                  Path(ledger or self.run_dir / "ledger.jsonl"))
+            self.max_update_norm = self.accountant.update_norm_bound(
+                sum(a.size for a in initial))
 
     # --- sampling --------------------------------------------------------------------------
     def _sample(self, client_manager, round_: int, size: int, stream: int) -> list:
@@ -94,38 +111,56 @@ class FedRecStrategy(FedAvg):
     def aggregate_fit(self, server_round, results, failures):
         round_ = self._round(server_round)
         results = sorted(results, key=lambda r: self.node_to_client.get(r[0].node_id, 0))
-        accepted, rejected, losses = [], [], []
-        for _, fit_res in results:
+        accepted, rejected, losses, declined = [], [], [], 0
+        for proxy, fit_res in results:
+            if fit_res.metrics.get("declined"):
+                declined += 1
+                self.exhausted.add(self.node_to_client.get(proxy.node_id, proxy.node_id))
+                continue
             arrays = parameters_to_ndarrays(fit_res.parameters)
             try:
-                validate_update(arrays, self.current, self.fed.max_update_norm)
+                validate_update(arrays, self.current, self.max_update_norm)
             except UpdateRejected as exc:
                 rejected.append(str(exc))
                 continue
             if fit_res.num_examples > 0:
-                accepted.append((arrays, fit_res.num_examples))
+                weight = 1 if self.privacy.enabled else fit_res.num_examples
+                accepted.append((arrays, weight))
                 losses.append(float(fit_res.metrics.get("loss", np.nan)))
-        needed = max(1, self.fed.min_clients)
-        aggregated = len(accepted) >= needed
+        aggregated = len(accepted) >= max(1, self.fed.min_clients)
+        budget_exhausted = False
+        if aggregated and self.accountant is not None:
+            budget_exhausted = self.accountant.would_exceed(len(accepted))
+            aggregated = not budget_exhausted
         if aggregated:
-            total = sum(n for _, n in accepted)
-            mean = [sum(a[i] * (n / total) for a, n in accepted) for i in range(len(self.current))]
-            delta = [m - c for m, c in zip(mean, self.current)]
+            # user-level DP: fixed denominator m, so one user moves the sum by at most C
+            total = self.cohort if self.accountant else sum(n for _, n in accepted)
+            delta = [sum((a[i] - c) * (n / total) for a, n in accepted)
+                     for i, c in enumerate(self.current)]
+            if self.accountant is not None:
+                self.accountant.charge(round_, len(accepted))  # before the aggregate is used
             self.current = [w.astype(np.float32) for w in self.optimizer.step(self.current, delta)]
         if round_ % self.fed.checkpoint_every == 0 or round_ == self.total_rounds:
             checkpoint.save(self.run_dir / "checkpoints", round_,
                             dict(zip(self.keys, self.current)), self.optimizer.state_arrays())
             self.last_checkpoint = round_
-        self.record("fit", round_, {
+        record = {
             "sampled": len(results) + len(failures),
             "completed": len(results),
             "failed": len(failures),
             "rejected": len(rejected),
             "rejections": rejected[:5],
             "aggregated": aggregated,
-            "train_loss": float(np.nanmean(losses)) if losses else float("nan"),
+            "train_loss": float(np.mean(finite)) if (finite := [x for x in losses if x == x])
+            else float("nan"),
             "fit_seconds": round(time.perf_counter() - self._fit_started.pop(round_, 0.0), 3),
-        })
+        }
+        if self.privacy.mode == "record":
+            record.update(declined=declined, clients_exhausted=len(self.exhausted))
+        if self.accountant is not None:
+            record.update(epsilon=self.accountant.epsilon, budget_exhausted=budget_exhausted,
+                          noise_shortfall=1.0 - len(accepted) / self.cohort)
+        self.record("fit", round_, record)
         return (ndarrays_to_parameters(self.current) if aggregated else None), {}
 
     # --- evaluation ------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedrec.common import atomic, config
+from fedrec.common import atomic, config, privacy
 from fedrec.common.errors import RunDirError
 from fedrec.common.evaluate import evaluate_all
 from fedrec.common.experiment import peak_rss_mb, prepare
@@ -25,6 +25,7 @@ from fedrec.simulation import engine
 from fedrec.simulation.recorder import Recorder, read_jsonl, truncate_jsonl
 
 CLIENTS_DIR, CHECKPOINTS_DIR = "clients", "checkpoints"
+LEDGER = Path("privacy") / "ledger.jsonl"
 
 
 def _start(run_dir: Path, cfg: config.RunConfig | None, resume: bool):
@@ -135,13 +136,16 @@ def assemble(cfg: config.RunConfig, run_dir: Path, start_round: int, latest: Pat
         initial = [shared[k] for k in keys]
 
     store_root = run_dir / CLIENTS_DIR
+    cohort = min(fed.clients_per_round, num_clients)
+    dp = privacy.resolve(cfg.privacy, fed.rounds, cohort, num_clients)
     strategy = FedRecStrategy(
         fed, cfg.seed, num_clients, keys, initial, run_dir, recorder, start_round, opt_state,
         central_eval=central_evaluator(model_cfg, prepared, store_root),
+        privacy=dp, ledger=run_dir / LEDGER,
     )
     settings = ClientSettings(
         model_cfg, cfg.train, fed, DataSpec(cfg.dataset, cfg.cold_fraction, cfg.seed, cfg.encoder),
-        str(store_root),
+        str(store_root), privacy=dp, cohort=cohort, ledger_path=str(run_dir / LEDGER),
     )
     return strategy, settings
 
@@ -169,5 +173,34 @@ def finish(run_dir: Path, recorder: Recorder, seconds: float) -> dict:
         wall_seconds_this_session=round(seconds, 1),
         peak_rss_mb=round(peak_rss_mb(), 1),
     )
+    spent = privacy_summary(run_dir)
+    if spent:
+        final["privacy"] = spent
     atomic.write_text(run_dir / "metrics.json", json.dumps(final, indent=2))
     return final
+
+
+def privacy_summary(run_dir: Path) -> dict:
+    """What the ledger says was spent: the federation's user-level ε, or the distribution of
+    the clients' record-level ε. {} for a run without DP."""
+    cfg = config.load(run_dir / "config.toml").privacy
+    if not cfg.enabled:
+        return {}
+    ledger = privacy.read_ledger(run_dir / LEDGER)
+    latest: dict[str, float] = {}
+    for line in ledger:
+        latest[line["client"]] = max(latest.get(line["client"], 0.0), line["epsilon"])
+    rounds = read_jsonl(run_dir / "rounds.jsonl")
+    summary = {"unit": cfg.mode, "delta": cfg.delta, "accountant": cfg.accountant,
+               "epsilon_budget": cfg.epsilon, "releases": len(ledger)}
+    if cfg.mode == "user":
+        summary["epsilon"] = latest.get("server", 0.0)
+        summary["noise_multiplier"] = ledger[0]["noise_multiplier"] if ledger else None
+    else:
+        values = np.array(sorted(latest.values())) if latest else np.zeros(1)
+        summary.update(clients_released=len(latest), epsilon_min=float(values.min()),
+                       epsilon_median=float(np.median(values)), epsilon_max=float(values.max()),
+                       clients_exhausted=max((r.get("clients_exhausted", 0) for r in rounds),
+                                             default=0),
+                       declined_rounds=sum(r.get("declined", 0) for r in rounds))
+    return summary

@@ -1,0 +1,24 @@
+"""The device's pseudonymous identity: a random id per install, the only name a device ever
+uses off the device (ledger lines, logs). It is not derived from the user id, so nothing maps
+it back to a user except this file on the device itself."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+from fedrec.common import atomic
+
+IDENTITY_FILE = "identity.json"
+
+
+def pseudonym(device_dir: str | Path) -> str:
+    """This device's pseudonym ("c-" + 16 random hex digits), created on first use."""
+    path = Path(device_dir) / IDENTITY_FILE
+    if path.exists():
+        return json.loads(path.read_text())["pseudonym"]
+    name = "c-" + secrets.token_hex(8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(path, json.dumps({"pseudonym": name}))
+    return name
