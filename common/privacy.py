@@ -45,7 +45,7 @@ class PrivacyConfig:
     max_grad_norm: float = 1.0  # record: per-sample clip; user: clip C of a client's update
     planned_rounds: int = 0  # record: participations σ is planned for; 0 = derive (see doc)
     window: int = 20  # record: interactions per training window (the record), disjoint
-    negatives: int = 100  # record: sampled candidates per position (per-sample softmax)
+    negatives: int = 50  # record: sampled candidates per position (per-sample softmax)
 
     @property
     def enabled(self) -> bool:
