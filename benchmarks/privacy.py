@@ -21,8 +21,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 

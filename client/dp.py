@@ -95,13 +95,16 @@ def fit_private(
             poisson_sampling=True, noise_generator=torch.Generator().manual_seed(secret_seed + 3),
         )
     dp_module.train()
-    for _ in range(epochs):
-        for batch_windows, batch_users in dp_loader:
-            losses = dp_module(batch_windows, batch_users)
-            loss = losses.sum() / max(1, len(losses))  # Poisson batches can be empty
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    with warnings.catch_warnings():
+        # the inputs are frozen embeddings, so module-level backward hooks see no input grads
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        for _ in range(epochs):
+            for batch_windows, batch_users in dp_loader:
+                losses = dp_module(batch_windows, batch_users)
+                loss = losses.sum() / max(1, len(losses))  # Poisson batches can be empty
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
     history = [(float(s), float(q), int(n)) for s, q, n in engine.accountant.history]
     dp_module.to_standard_module()  # remove Opacus' hooks: nothing of the wrapper survives
     new_personal = {PERSONAL_KEY: model.personal.vectors.weight.detach().numpy().copy()}

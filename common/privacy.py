@@ -89,7 +89,7 @@ def _epsilon(history: History, delta: float, kind: str) -> float:
         accountant = _accountant(kind, history)
         if kind == "rdp":
             return float(accountant.get_epsilon(delta, alphas=list(RDP_ORDERS)))
-        return float(accountant.get_epsilon(delta))
+        return float(accountant.get_epsilon(delta, eps_error=0.002))
 
 
 def merge(history) -> list[tuple[float, float, int]]:

@@ -1,0 +1,128 @@
+"""A device's own accountant: budget enforcement, decline, and crash safety of the charge."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fedrec.client import app, dp
+from fedrec.client.budget import PrivacyAccount, digest
+from fedrec.client.data import DataSpec
+from fedrec.common import privacy
+from fedrec.common.config import FederationConfig
+from fedrec.common.data import files, synthetic
+from fedrec.common.model import FedRecModel, ModelConfig
+from fedrec.common.train import TrainConfig
+
+MODEL = ModelConfig(input_dim=384, dim=8, num_experts=2, max_history=10, num_layers=1,
+                    dropout=0.0)
+
+
+def test_charges_persist_and_compose(tmp_path):
+    account = PrivacyAccount(tmp_path, delta=1e-5)
+    first = account.charge(1, "aa", 1.0, 0.5, 4)
+    second = PrivacyAccount(tmp_path, delta=1e-5).charge(2, "bb", 1.0, 0.5, 4)
+    again = PrivacyAccount(tmp_path, delta=1e-5)
+    assert again.history == [[1.0, 0.5, 4, 1], [1.0, 0.5, 4, 2]]
+    assert second.epsilon == pytest.approx(privacy.epsilon([(1.0, 0.5, 8)], 1e-5))
+    assert first.epsilon < second.epsilon < 2 * first.epsilon
+    assert again.epsilon == pytest.approx(second.epsilon)
+    assert again.find(2, "bb").replay and again.find(2, "bb").seed == second.seed
+    assert again.find(2, "cc") is None and again.find(1, "aa") is None  # only the last one
+    assert first.seed != second.seed  # fresh secret randomness per release
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory):
+    root = tmp_path_factory.mktemp("home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FEDREC_HOME", str(root))
+    data = synthetic.generate(num_users=6, num_items=40, interactions_per_user=25, name="dev")
+    files.save_dir(data, root / "datasets" / "dev")
+    yield DataSpec("dev", 0.1, 0, "all-MiniLM-L6-v2")
+    mp.undo()
+
+
+def device(spec, tmp_path, **dp_settings):
+    p = privacy.PrivacyConfig(**{"mode": "record", "window": 5, "negatives": 5,
+                                 "planned_rounds": 1, **dp_settings})
+    settings = app.ClientSettings(MODEL, TrainConfig(batch_size=2), FederationConfig(), spec,
+                                  str(tmp_path / "clients"), privacy=p, cohort=2,
+                                  ledger_path=str(tmp_path / "ledger.jsonl"))
+    return app.FedRecClient(settings, user=0)
+
+
+def global_model(seed=0):
+    torch.manual_seed(seed)
+    return FedRecModel(MODEL, 1).shared_arrays()
+
+
+def fit(client, round_, params):
+    return client.fit(params, {"server_round": round_, "seed": 0, "checkpoint_round": 0})
+
+
+def ledger(tmp_path):
+    return privacy.read_ledger(tmp_path / "ledger.jsonl")
+
+
+def test_a_client_out_of_budget_declines_with_a_well_formed_reply(spec, tmp_path):
+    client = device(spec, tmp_path, epsilon=4.0)  # σ planned for exactly one release
+    params = global_model()
+    sent, weight, metrics = fit(client, 1, params)
+    assert weight == 1 and metrics == {}  # no count, no loss: they are not private
+    assert not all(np.array_equal(a, b) for a, b in zip(sent, params))
+    lines = ledger(tmp_path)
+    assert len(lines) == 1 and lines[0]["epsilon"] <= 4.0 and lines[0]["unit"] == "record"
+    assert lines[0]["client"].startswith("c-") and lines[0]["client"] != "0"
+
+    again, weight, metrics = fit(client, 2, sent)
+    assert (weight, metrics) == (0, {"declined": 1})
+    assert all(np.array_equal(a, b) for a, b in zip(again, sent))  # nothing trained, no update
+    assert len(ledger(tmp_path)) == 1  # nothing released, nothing charged
+    account = PrivacyAccount(tmp_path / "clients" / "000000", 1e-5)
+    assert len(account.history) == 1 and account.epsilon <= 4.0
+
+
+def test_a_crash_after_the_charge_never_double_spends_nor_loses_it(spec, tmp_path, monkeypatch):
+    client = device(spec, tmp_path, epsilon=50.0, planned_rounds=5)
+    params = global_model()
+    real_fit = dp.fit_private
+
+    def crash(*args, **kwargs):
+        raise SystemExit("killed mid-round")
+
+    monkeypatch.setattr(dp, "fit_private", crash)
+    with pytest.raises(SystemExit):
+        fit(client, 1, params)
+    account = PrivacyAccount(tmp_path / "clients" / "000000", 1e-5)
+    assert len(account.history) == 1  # charged before anything could leave
+    assert not account.logged and ledger(tmp_path) == []
+
+    monkeypatch.setattr(dp, "fit_private", real_fit)
+    retried = fit(client, 1, params)[0]  # the same round again: a replay, not a new spend
+    replayed = fit(client, 1, params)[0]
+    assert all(np.array_equal(a, b) for a, b in zip(retried, replayed))
+    account = PrivacyAccount(tmp_path / "clients" / "000000", 1e-5)
+    assert len(account.history) == 1
+    assert [line["round"] for line in ledger(tmp_path)] == [1]  # logged once, on the retry
+
+    fit(client, 1, global_model(seed=1))  # a different global model: a new release
+    assert len(PrivacyAccount(tmp_path / "clients" / "000000", 1e-5).history) == 2
+    epsilons = [line["epsilon"] for line in ledger(tmp_path)]
+    assert len(epsilons) == 2 and epsilons[0] < epsilons[1]
+
+
+def test_every_ledger_epsilon_is_reproducible_from_the_logged_parameters(spec, tmp_path):
+    client = device(spec, tmp_path, epsilon=50.0, planned_rounds=5)
+    params = global_model()
+    for round_ in (1, 2, 3):
+        params = fit(client, round_, params)[0]
+    history = []
+    for line in ledger(tmp_path):
+        history.append((line["noise_multiplier"], line["sample_rate"], line["steps"]))
+        assert line["epsilon"] == pytest.approx(
+            privacy.epsilon(history, line["delta"], "rdp"), rel=1e-9)
+    state = json.loads((tmp_path / "clients" / "000000" / "privacy.json").read_text())
+    assert [h[:3] for h in state["history"]] == [list(h) for h in history]
+    assert digest(params) != digest(global_model())

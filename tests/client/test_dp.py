@@ -1,0 +1,154 @@
+"""Record-level DP-SGD (real Opacus) and user-level clipping + noise on a device."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from opacus import GradSampleModule, PrivacyEngine
+from torch.utils.data import DataLoader, TensorDataset
+
+from fedrec.client import dp
+from fedrec.client.local import UserData
+from fedrec.common.model import FedRecModel, ModelConfig
+from fedrec.common.privacy import PrivacyConfig
+from fedrec.common.train import TrainConfig, disjoint_windows, sample_candidates, window_loss
+
+CFG = ModelConfig(input_dim=16, dim=8, num_experts=2, max_history=6, num_layers=1, dropout=0.0)
+EMB = torch.nn.functional.normalize(torch.randn(30, 16, generator=torch.Generator().manual_seed(0)))
+WINDOWS = torch.tensor([[-1, -1, 3, 4, 5], [1, 2, 3, 4, 5], [-1, -1, -1, 7, 8], [9, 10, 11, 12, 13]])
+USERS = torch.tensor([0, 1, 2, 0])
+P = PrivacyConfig(mode="record", window=3, negatives=5)
+USER = UserData(np.arange(1, 21), valid_item=21, test_item=22)
+
+
+def model(num_users=3):
+    torch.manual_seed(0)
+    return FedRecModel(CFG, num_users)
+
+
+def test_per_sample_gradients_equal_each_sample_run_alone():
+    net, reference = model(), None
+    reference = copy.deepcopy(net)
+    candidates = sample_candidates(WINDOWS[:, 1:], 30, 5, torch.Generator().manual_seed(1))
+
+    class Loss(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, w, u, c):
+            return window_loss(self.m, EMB, w, u, reduction="none", candidates=c)
+
+    losses = GradSampleModule(Loss(net))(WINDOWS, USERS, candidates)
+    losses.mean().backward()
+    for i in range(len(WINDOWS)):
+        alone = window_loss(reference, EMB, WINDOWS[i : i + 1], USERS[i : i + 1],
+                            reduction="none", candidates=candidates[i : i + 1]).sum()
+        grads = torch.autograd.grad(alone, list(reference.parameters()), allow_unused=True)
+        for (name, p), g in zip(net.named_parameters(), grads):
+            expected = torch.zeros_like(p) if g is None else g
+            assert torch.allclose(p.grad_sample[i], expected, atol=1e-5), (i, name)
+
+
+def test_the_full_catalog_softmax_is_refused_for_per_sample_losses():
+    with pytest.raises(ValueError, match="full-catalog"):
+        window_loss(model(), EMB, WINDOWS, USERS, negatives=0, reduction="none")
+
+
+def test_disjoint_windows_put_every_interaction_in_exactly_one_record():
+    windows = disjoint_windows(np.arange(10), 3)
+    values = windows[windows >= 0]
+    assert sorted(values) == list(range(10)) and len(windows) == 3
+
+
+def private_step(sigma, clip, seed=0):
+    """One Opacus step (clip, noise, scale) on the 4 windows as one full batch; returns the
+    resulting gradient of every parameter and the per-sample gradients before clipping."""
+    net = model()
+    module = dp.WindowLoss(net, EMB, 5, torch.Generator().manual_seed(1))
+    loader = DataLoader(TensorDataset(WINDOWS, USERS), batch_size=4)
+    engine = PrivacyEngine(accountant="rdp")
+    dp_module, optimizer, _ = engine.make_private(
+        module=module, optimizer=torch.optim.SGD(net.parameters(), lr=0.0), data_loader=loader,
+        noise_multiplier=sigma, max_grad_norm=clip, poisson_sampling=True,
+        noise_generator=torch.Generator().manual_seed(seed))
+    losses = dp_module(WINDOWS, USERS)
+    losses.mean().backward()
+    per_sample = torch.cat([p.grad_sample.flatten(1) for p in net.parameters()], dim=1)
+    optimizer.pre_step()
+    grad = torch.cat([p.grad.flatten() for p in net.parameters()])
+    dp_module.to_standard_module()
+    return grad, per_sample
+
+
+def test_per_sample_gradients_are_clipped_before_averaging():
+    clip = 0.01
+    grad, per_sample = private_step(sigma=0.0, clip=clip)
+    norms = per_sample.norm(dim=1)
+    assert (norms > clip).all()  # every sample is really clipped in this setting
+    clipped = per_sample * (clip / norms).clamp(max=1.0).unsqueeze(1)
+    assert torch.allclose(grad, clipped.sum(0) / 4, atol=1e-7)  # q = 1: expected batch 4
+    assert grad.norm() <= clip + 1e-7
+
+
+def test_gaussian_noise_of_sigma_times_clip_is_added():
+    sigma, clip = 2.0, 0.5
+    clean, _ = private_step(0.0, clip)
+    noise = torch.stack([private_step(sigma, clip, seed)[0] - clean for seed in range(5)])
+    expected = sigma * clip / 4  # σC on the sum, divided by the expected batch size
+    assert noise.std().item() == pytest.approx(expected, rel=0.05)
+    assert noise.mean().abs().item() < 0.05 * expected
+
+
+def fit(seed, sigma=1.0, **privacy):
+    p = PrivacyConfig(**{**P.__dict__, **privacy})
+    torch.manual_seed(0)
+    shared = FedRecModel(CFG, 1).shared_arrays()
+    return dp.fit_private(CFG, TrainConfig(batch_size=2), p, EMB, shared, None, USER,
+                          epochs=2, noise_multiplier=sigma, secret_seed=seed)
+
+
+def test_private_fit_releases_plain_shared_arrays_and_reports_its_mechanism():
+    torch.manual_seed(0)
+    expected = FedRecModel(CFG, 1).shared_arrays()
+    shared, personal, history = fit(seed=7)
+    assert [a.shape for a in shared] == [a.shape for a in expected]  # no `_module.` wrapper
+    assert set(personal) == {"personal_vector"}
+    plan = dp.plan(USER, TrainConfig(batch_size=2), P, epochs=2)
+    assert plan.records == 5 and plan.sample_rate == pytest.approx(1 / 3) and plan.steps == 6
+    assert history == [(1.0, plan.sample_rate, plan.steps)]
+
+
+def test_a_retry_with_the_same_secret_seed_replays_the_same_release():
+    # a fresh model and engine every call: hooks never stack, nothing carries over
+    first, second, other = fit(seed=3)[0], fit(seed=3)[0], fit(seed=4)[0]
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
+
+
+def test_empty_poisson_batches_still_take_a_noisy_step():
+    # 5 records, batch 1: q = 0.2, so some of the 10 steps draw empty batches
+    for seed in range(5):
+        _, _, history = dp.fit_private(
+            CFG, TrainConfig(batch_size=1), P, EMB, FedRecModel(CFG, 1).shared_arrays(), None,
+            USER, epochs=2, noise_multiplier=1.0, secret_seed=seed)
+        assert history == [(1.0, 0.2, 10)]
+
+
+def test_user_level_update_is_clipped_to_c():
+    global_ = [np.zeros(3, np.float32), np.zeros((2, 2), np.float32)]
+    local = [np.full(3, 2.0, np.float32), np.full((2, 2), 2.0, np.float32)]
+    sent, norm = dp.clip_and_noise(local, global_, clip=1.5, noise_std=0.0, secret_seed=0)
+    assert norm == pytest.approx(2.0 * np.sqrt(7))
+    assert np.sqrt(sum((a**2).sum() for a in sent)) == pytest.approx(1.5, rel=1e-6)
+    small, _ = dp.clip_and_noise([g + 0.1 for g in global_], global_, 1.5, 0.0, 0)
+    assert np.allclose(small[0], 0.1)  # within the bound: unchanged
+
+
+def test_user_level_noise_of_m_clients_sums_to_sigma_c():
+    sigma, clip, m = 1.3, 0.8, 16
+    global_ = [np.zeros(20000, np.float32)]
+    total = sum(dp.clip_and_noise(global_, global_, clip, sigma * clip / np.sqrt(m), seed)[0][0]
+                for seed in range(m))
+    assert total.std() == pytest.approx(sigma * clip, rel=0.03)
