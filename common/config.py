@@ -99,7 +99,7 @@ class RunConfig:
             )
         self.federation.validate()
         self.privacy.validate()
-        if self.privacy.window > self.fedrec.max_history:
+        if self.privacy.mode == "record" and self.privacy.window > self.fedrec.max_history:
             raise ConfigError(f"privacy.window = {self.privacy.window} exceeds fedrec.max_history"
                               f" = {self.fedrec.max_history}")
         return self
