@@ -53,3 +53,19 @@ def test_debug_shows_the_traceback(tmp_path):
     assert result.returncode != 0 and "Traceback" in result.stderr
     result = run("data", "info", "--dataset", "no-such-set", env={"FEDREC_HOME": str(tmp_path)})
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--dp", "central"], "privacy.mode = 'central'"),
+    (["--dp", "record", "--epsilon", "0"], "privacy.epsilon = 0.0"),
+    (["--dp", "user", "--delta", "2"], "privacy.delta = 2.0"),
+    (["--dp", "user", "--accountant", "gdp"], "privacy.accountant = 'gdp'"),
+])
+def test_bad_privacy_settings_are_named_before_anything_runs(tmp_path, monkeypatch, capsys,
+                                                             args, named):
+    monkeypatch.setenv("FEDREC_HOME", str(tmp_path))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", "--out", str(tmp_path / "run"), *args])
+    assert exit_info.value.code == 2
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
