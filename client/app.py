@@ -74,7 +74,9 @@ class FedRecClient(NumPyClient):
             proximal_mu=proximal_mu,
         )
         metrics = {"loss": loss}
-        if s.privacy.mode == "user" and num_examples > 0:
+        if s.privacy.mode == "user":
+            # every sampled client sends its share of the noise, also one with nothing to
+            # train on (a zero update), so who had data is not visible in the noise
             clip = s.privacy.max_grad_norm
             noise_std = s.privacy.noise_multiplier * clip / math.sqrt(s.cohort)
             shared, _ = dp.clip_and_noise(shared, parameters, clip, noise_std, secrets.randbits(62))
@@ -88,10 +90,15 @@ class FedRecClient(NumPyClient):
         s, p = self.settings, self.settings.privacy
         user_data = data.user_partition(s.data, self.user)
         account = PrivacyAccount(self.store.root, p.delta, p.accountant)
-        model_digest = digest(parameters)
-        charge = account.find(round_, model_digest)
+        self._log_last_charge(account)  # a charge from a crashed attempt is logged first
+        personal = self.store.load(before_round=round_)
+        mechanism = dp.plan(user_data, s.train, p, s.federation.local_epochs)
+        # a replay must see exactly the same inputs, else the same noise would cover new data
+        inputs = digest([*parameters, user_data.train_items, *(personal or {}).values(),
+                         np.array([mechanism.sample_rate, mechanism.steps, p.window,
+                                   p.negatives, p.max_grad_norm])])
+        charge = account.find(round_, inputs)
         if charge is None:
-            mechanism = dp.plan(user_data, s.train, p, s.federation.local_epochs)
             if mechanism.records == 0:
                 return parameters, 0, {}  # nothing to learn from: nothing released
             sigma = account.noise_multiplier or p.noise_multiplier or privacy.noise_for_epsilon(
@@ -99,24 +106,29 @@ class FedRecClient(NumPyClient):
                 p.planned_rounds * mechanism.steps, p.accountant)
             if account.would_spend(sigma, mechanism.sample_rate, mechanism.steps) > p.epsilon:
                 return parameters, 0, {"declined": 1}
-            charge = account.charge(round_, model_digest, sigma, mechanism.sample_rate,
+            charge = account.charge(round_, inputs, sigma, mechanism.sample_rate,
                                     mechanism.steps)
         shared, personal, history = dp.fit_private(
-            s.model, s.train, p, data.catalog_embeddings(s.data), parameters,
-            self.store.load(before_round=round_), user_data, s.federation.local_epochs,
-            charge.noise_multiplier, charge.seed,
+            s.model, s.train, p, data.catalog_embeddings(s.data), parameters, personal,
+            user_data, s.federation.local_epochs, charge.noise_multiplier, charge.seed,
         )
         expected = [(charge.noise_multiplier, charge.sample_rate, charge.steps)]
         if privacy.merge(history) != expected:  # never release more than was charged
             raise RuntimeError(f"DP-SGD took {history}, but {expected} was charged")
-        if not account.logged:
-            privacy.append_release(Path(s.ledger_path), privacy.Release(
-                "record", pseudonym(self.store.root), round_, charge.noise_multiplier,
-                charge.sample_rate, charge.steps, p.max_grad_norm, p.delta, p.accountant,
-                charge.epsilon))
-            account.mark_logged()
+        self._log_last_charge(account)
         self.store.save(round_, personal, keep_from=keep_from)
         return shared, 1, {}
+
+    def _log_last_charge(self, account: PrivacyAccount) -> None:
+        """Write the ledger line of the account's last charge, if not written yet."""
+        if account.logged:
+            return
+        p, last = self.settings.privacy, account.last
+        privacy.append_release(Path(self.settings.ledger_path), privacy.Release(
+            "record", pseudonym(self.store.root), last["round"], last["noise_multiplier"],
+            last["sample_rate"], last["steps"], p.max_grad_norm, p.delta, p.accountant,
+            last["epsilon"]))
+        account.mark_logged()
 
     def evaluate(self, parameters, config):
         s = self.settings

@@ -42,8 +42,9 @@ class DPPlan:
 
 def plan(data: UserData, train_cfg: TrainConfig, privacy: PrivacyConfig, epochs: int) -> DPPlan:
     records = len(disjoint_windows(data.train_items, privacy.window))
-    batches = max(1, math.ceil(records / train_cfg.batch_size))
-    return DPPlan(records, 1.0 / batches, epochs * batches)
+    sample_rate = 1.0 / max(1, math.ceil(records / train_cfg.batch_size))
+    # Opacus' Poisson sampler takes int(1 / q) steps per epoch (int(1 / (1/93)) == 92)
+    return DPPlan(records, sample_rate, epochs * int(1 / sample_rate))
 
 
 class WindowLoss(nn.Module):

@@ -1,9 +1,9 @@
 """Differential-privacy settings and accounting, shared by the device and the server.
 
 Every guarantee here is (ε, δ)-DP for one *unit*:
-- `record`: one training window of a user (up to `window + 1` consecutive interactions; windows
-  are disjoint, so this covers any single interaction), against everyone who sees a client's
-  update. Each device keeps its own accountant and enforces its own ε budget.
+- `record`: one training window of a user (up to `window + 1` consecutive interactions;
+  windows are disjoint; neighbouring data sets differ by one window), against everyone who
+  sees a client's update. Each device keeps its own accountant and enforces its own ε budget.
 - `user`: everything one user contributes, against anyone who sees the aggregated model. One
   accountant for the federation, on the server.
 

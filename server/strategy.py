@@ -7,6 +7,7 @@ only runs there, inside `DefaultWorkflow` with a `LegacyContext`.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -89,6 +90,10 @@ class FedRecStrategy(FedAvg):
         proxies = {p.node_id: p for p in client_manager.all().values()}
         ordered = sorted(proxies, key=lambda n: self.node_to_client.get(n, n))
         rng = np.random.default_rng([self.seed, round_, 0, stream])  # 0: the server's streams
+        if self.privacy.mode == "user" and stream == 0:
+            # user-level accounting takes credit for sampling: it must be secret, not a
+            # function of the run's public seed
+            rng = np.random.default_rng(secrets.randbits(128))
         chosen = rng.choice(len(ordered), size=min(size, len(ordered)), replace=False)
         return [proxies[ordered[i]] for i in sorted(chosen)]
 

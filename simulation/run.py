@@ -186,7 +186,9 @@ def privacy_summary(run_dir: Path) -> dict:
     cfg = config.load(run_dir / "config.toml").privacy
     if not cfg.enabled:
         return {}
-    ledger = privacy.read_ledger(run_dir / LEDGER)
+    # a device that crashed between a ledger line and its "logged" mark repeats the line
+    ledger = list({json.dumps(line, sort_keys=True): line
+                   for line in privacy.read_ledger(run_dir / LEDGER)}.values())
     latest: dict[str, float] = {}
     for line in ledger:
         latest[line["client"]] = max(latest.get(line["client"], 0.0), line["epsilon"])
@@ -195,7 +197,8 @@ def privacy_summary(run_dir: Path) -> dict:
                "epsilon_budget": cfg.epsilon, "releases": len(ledger)}
     if cfg.mode == "user":
         summary["epsilon"] = latest.get("server", 0.0)
-        summary["noise_multiplier"] = ledger[0]["noise_multiplier"] if ledger else None
+        sigmas = [line["noise_multiplier"] for line in ledger]
+        summary["noise_multiplier_range"] = [min(sigmas), max(sigmas)] if sigmas else None
     else:
         values = np.array(sorted(latest.values())) if latest else np.zeros(1)
         summary.update(clients_released=len(latest), epsilon_min=float(values.min()),

@@ -126,3 +126,19 @@ def test_every_ledger_epsilon_is_reproducible_from_the_logged_parameters(spec, t
     state = json.loads((tmp_path / "clients" / "000000" / "privacy.json").read_text())
     assert [h[:3] for h in state["history"]] == [list(h) for h in history]
     assert digest(params) != digest(global_model())
+
+
+def test_a_retry_on_changed_inputs_is_a_new_release_with_fresh_noise(spec, tmp_path, monkeypatch):
+    client = device(spec, tmp_path, epsilon=50.0, planned_rounds=5)
+    params = global_model()
+    monkeypatch.setattr(dp, "fit_private", lambda *a, **k: (_ for _ in ()).throw(SystemExit()))
+    with pytest.raises(SystemExit):
+        fit(client, 1, params)
+    monkeypatch.undo()
+    # the device's personal state changed in between: replaying the same noise on different
+    # inputs would let anyone cancel it by subtracting the two updates
+    client.store.save(0, {"personal_vector": np.ones((1, 8), np.float32)})
+    fit(client, 1, params)
+    account = PrivacyAccount(tmp_path / "clients" / "000000", 1e-5)
+    assert len(account.history) == 2
+    assert [line["round"] for line in ledger(tmp_path)] == [1, 1]  # both charges logged

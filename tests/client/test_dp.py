@@ -152,3 +152,10 @@ def test_user_level_noise_of_m_clients_sums_to_sigma_c():
     total = sum(dp.clip_and_noise(global_, global_, clip, sigma * clip / np.sqrt(m), seed)[0][0]
                 for seed in range(m))
     assert total.std() == pytest.approx(sigma * clip, rel=0.03)
+
+
+def test_the_plan_counts_steps_as_opacus_takes_them():
+    # 93 windows in batches of 1: q = 1/93, and Opacus takes int(1 / q) = 92 steps per epoch
+    user = UserData(np.arange(93 * 4), valid_item=-1, test_item=-1)
+    plan = dp.plan(user, TrainConfig(batch_size=1), P, epochs=2)
+    assert plan.records == 93 and plan.steps == 2 * 92

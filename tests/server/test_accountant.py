@@ -90,3 +90,17 @@ def test_record_level_declines_are_counted_and_weights_are_equal(tmp_path):
     assert np.allclose(parameters_to_ndarrays(params)[0], 2.5)
     assert records[-1][2]["declined"] == 1 and records[-1][2]["clients_exhausted"] == 1
     assert strategy.exhausted == {strategy.node_to_client[declined_proxy.node_id]}
+
+
+def test_user_level_client_sampling_is_not_a_function_of_the_public_seed(tmp_path):
+    class Manager:
+        def all(self):
+            return {i: SimpleNamespace(node_id=100 + i) for i in range(8)}
+
+    def samples(cfg):
+        strategy, _ = make(tmp_path, cfg)
+        return [tuple(p.node_id for p in strategy._sample(Manager(), r, 4, 0)) for r in range(8)]
+
+    plain = privacy.PrivacyConfig()
+    assert samples(plain) == samples(plain)  # reproducible without user-level DP
+    assert samples(USER) != samples(USER)  # 70^-8 chance of a false failure
