@@ -23,6 +23,10 @@ def simulate(
     eval_every: Annotated[int | None, typer.Option(help="Evaluate every N rounds.")] = None,
     eval_clients: Annotated[int | None, typer.Option(help="Federated-evaluation cohort (0: all).")] = None,
     fail_rate: Annotated[float | None, typer.Option(help="Seeded share of clients that fail while training.")] = None,
+    secagg: Annotated[bool, typer.Option(
+        "--secagg", help="Aggregate with SecAgg+: the server sees only the sum of updates.")] = False,
+    secagg_dropout: Annotated[float | None, typer.Option(
+        help="SecAgg+: share of a round's clients that may drop out (sets the key sharing).")] = None,
     dp: Annotated[str | None, typer.Option(
         "--dp", help="Differential privacy: 'record' (Opacus DP-SGD on each device, per-client "
         "budget) or 'user' (clipped updates + distributed noise, server accountant).")] = None,
@@ -58,7 +62,8 @@ def simulate(
         overrides = {"rounds": rounds, "clients_per_round": clients_per_round,
                      "local_epochs": local_epochs, "strategy": strategy, "server_lr": server_lr,
                      "eval_every": eval_every, "eval_clients": eval_clients,
-                     "fail_rate": fail_rate}
+                     "fail_rate": fail_rate, "secagg_dropout": secagg_dropout,
+                     "secagg": secagg or None}
         cfg.federation = replace(cfg.federation,
                                  **{k: v for k, v in overrides.items() if v is not None})
         dp_overrides = {"mode": dp, "epsilon": epsilon, "delta": delta, "accountant": accountant,

@@ -41,6 +41,7 @@ class ClientSettings:
     privacy: privacy.PrivacyConfig = field(default_factory=privacy.PrivacyConfig)
     cohort: int = 1  # m, clients per round (user-level DP: each adds 1/m of the noise variance)
     ledger_path: str = ""  # where this device appends its releases (record-level DP)
+    update_bound: float = 0.0  # SecAgg+: clip the outgoing update to this norm (0: off)
 
 
 class InjectedFailure(RuntimeError):
@@ -64,7 +65,19 @@ class FedRecClient(NumPyClient):
                 raise InjectedFailure(f"injected failure in round {round_}")
         keep_from = int(config["checkpoint_round"])
         if s.privacy.mode == "record":
-            return self._fit_record(parameters, round_, keep_from)
+            shared, weight, metrics = self._fit_record(parameters, round_, keep_from)
+        else:
+            shared, weight, metrics = self._fit_plain(parameters, round_, seed, keep_from)
+        if s.federation.secagg:
+            # the server cannot check single updates under SecAgg+: bound them here, so the
+            # protocol's clipping range never truncates anything (post-processing under DP)
+            shared = dp.clip_update(shared, parameters, s.update_bound)
+            weight = min(weight, int(s.federation.secagg_max_weight))
+        return shared, weight, metrics
+
+    def _fit_plain(self, parameters, round_: int, seed: int, keep_from: int):
+        """Local training without DP, or user-level DP (clip + noise share) on top of it."""
+        s = self.settings
         proximal_mu = s.federation.proximal_mu if s.federation.strategy == "fedprox" else 0.0
         shared, personal, num_examples, loss = local.fit_local(
             s.model, s.train, data.catalog_embeddings(s.data), parameters,
@@ -138,6 +151,42 @@ class FedRecClient(NumPyClient):
         if result is None:
             return 0.0, 0, {}
         return 1.0 - result["ndcg@10"], 1, result
+
+
+def client_mods(federation: FederationConfig, egress_log: str | Path | None = None) -> list:
+    """The client's mods, outermost first: the egress log (it records the message as it finally
+    leaves, masked under SecAgg+), then SecAgg+ (it masks what the client returns; clipping
+    and DP noise happen before, inside `fit`)."""
+    mods = []
+    if egress_log is not None:
+        from fedrec.client.egress_log import egress_log_mod
+
+        mods.append(egress_log_mod(Path(egress_log).resolve()))
+    mods.append(secure_aggregation_mod(required=federation.secagg))
+    return mods
+
+
+class PlainUpdateRefused(PermissionError):
+    """A client configured for secure aggregation was asked for an unmasked update."""
+
+
+def secure_aggregation_mod(required: bool):
+    """Flower's `secaggplus_mod` for training messages of the SecAgg+ protocol; plain training
+    messages pass through, unless `required`: then the client refuses to send an update the
+    server could read on its own."""
+    from flwr.app.message_type import MessageType
+    from flwr.client.mod import secaggplus_mod
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+
+    def mod(msg, context, call_next):
+        if msg.metadata.message_type == MessageType.TRAIN:
+            if RECORD_KEY_CONFIGS in msg.content.config_records:
+                return secaggplus_mod(msg, context, call_next)
+            if required:
+                raise PlainUpdateRefused("this client sends updates only under SecAgg+")
+        return call_next(msg, context)
+
+    return mod
 
 
 def make_client_app(settings: ClientSettings, mods: list | None = None) -> ClientApp:

@@ -112,6 +112,20 @@ def fit_private(
     return model.shared_arrays(), new_personal, history
 
 
+def _update(local: list[np.ndarray], global_: list[np.ndarray]) -> tuple[list, float]:
+    """(θ_local − θ_global in float64, its L2 norm)."""
+    delta = [loc.astype(np.float64) - glo for loc, glo in zip(local, global_)]
+    return delta, math.sqrt(sum(float(np.sum(d * d)) for d in delta))
+
+
+def clip_update(local: list[np.ndarray], global_: list[np.ndarray], bound: float
+                ) -> list[np.ndarray]:
+    """θ_global + clip_bound(θ_local − θ_global), float32: the update's L2 norm is ≤ `bound`."""
+    delta, norm = _update(local, global_)
+    scale = min(1.0, bound / norm) if norm > 0 else 1.0
+    return [(glo + d * scale).astype(np.float32) for glo, d in zip(global_, delta)]
+
+
 def clip_and_noise(
     local: list[np.ndarray], global_: list[np.ndarray], clip: float, noise_std: float,
     secret_seed: int,
@@ -120,8 +134,7 @@ def clip_and_noise(
     per coordinate (noise_std = σC/√m for m clients per round). Returns (the arrays to send,
     the update's norm before clipping — for local diagnostics only, never sent)."""
     rng = np.random.default_rng(secret_seed)
-    delta = [loc.astype(np.float64) - glo for loc, glo in zip(local, global_)]
-    norm = float(math.sqrt(sum(float(np.sum(d * d)) for d in delta)))
+    delta, norm = _update(local, global_)
     scale = min(1.0, clip / norm) if norm > 0 else 1.0
     out = [(glo + d * scale + rng.normal(0.0, noise_std, d.shape)).astype(np.float32)
            for glo, d in zip(global_, delta)]

@@ -45,6 +45,12 @@ class FederationConfig:
     checkpoint_every: int = 5
     fail_rate: float = 0.0  # seeded share of sampled clients that fail while training
     client_cpus: float = 1.0  # CPUs per simulated client actor (2 cores -> 2 actors)
+    secagg: bool = False  # aggregate with SecAgg+: the server sees only the sum
+    secagg_dropout: float = 0.2  # share of a round's clients that may drop after key sharing
+    secagg_corruption: float = 0.05  # share of colluding clients the key sharing withstands
+    secagg_failure: float = 1e-4  # allowed probability per round that either bound fails
+    secagg_max_weight: float = 1000.0  # cap on a client's weight (training positions)
+    secagg_timeout: float = 0.0  # seconds per protocol stage; 0 = wait for every reply
 
     def validate(self) -> FederationConfig:
         if self.strategy not in STRATEGIES:
@@ -61,6 +67,15 @@ class FederationConfig:
             raise ConfigError(f"federation.fail_rate = {self.fail_rate}; expected 0 <= x < 1")
         if self.max_update_norm <= 0 or self.server_lr <= 0:
             raise ConfigError("federation.max_update_norm and server_lr must be positive")
+        if self.secagg:
+            from fedrec.common.secagg import neighbourhood
+
+            neighbourhood(self.clients_per_round, self.secagg_dropout, self.secagg_corruption,
+                          self.secagg_failure)  # raises if they cannot be met
+            if self.secagg_max_weight < 1 or self.secagg_timeout < 0:
+                raise ConfigError(f"federation.secagg_max_weight = {self.secagg_max_weight} "
+                                  f"(expected >= 1) / secagg_timeout = {self.secagg_timeout} "
+                                  "(expected >= 0)")
         return self
 
 

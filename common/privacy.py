@@ -197,3 +197,14 @@ def resolve(cfg: PrivacyConfig, rounds: int, cohort: int, num_clients: int) -> P
         return replace(cfg, noise_multiplier=noise_for_epsilon(
             cfg.epsilon, cfg.delta, q, rounds, cfg.accountant))
     return cfg
+
+
+def update_norm_bound(cfg: PrivacyConfig, cohort: int, num_parameters: int,
+                      default: float) -> float:
+    """The largest update norm an honest client sends. User-level DP: C plus the norm of its
+    noise share (s = σC/√m per coordinate: mean s·√d, std ≈ s/√2; a 14-std margin). Otherwise
+    `default` (the federation's `max_update_norm`)."""
+    if cfg.mode != "user":
+        return default
+    share = cfg.noise_multiplier * cfg.max_grad_norm / math.sqrt(cohort)
+    return cfg.max_grad_norm + share * (math.sqrt(num_parameters) + 10.0)

@@ -31,11 +31,6 @@ class UserLevelAccountant:
         """Per-coordinate noise std each client adds: σC/√m."""
         return self.cfg.noise_multiplier * self.cfg.max_grad_norm / math.sqrt(self.cohort)
 
-    def update_norm_bound(self, num_parameters: int) -> float:
-        """The largest norm an honest client's noised update can plausibly have: C plus the
-        norm of its noise (mean s·√d, std ≈ s/√2) with a 14-standard-deviation margin."""
-        return self.cfg.max_grad_norm + self.noise_std * (math.sqrt(num_parameters) + 10.0)
-
     def effective_noise(self, contributors: int) -> float:
         return self.cfg.noise_multiplier * math.sqrt(contributors / self.cohort)
 

@@ -1,6 +1,6 @@
 """The Flower `ServerApp`: `LegacyContext` + `DefaultWorkflow` around `FedRecStrategy`.
 
-Secure aggregation (a later step) is a different `fit_workflow` on this same path.
+Secure aggregation is the same path with SecAgg+ as the `fit_workflow` (`federation.secagg`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ def make_server_app(
     strategy: FedRecStrategy,
     num_rounds: int,
     map_nodes: Callable[[Grid], dict[int, int]],
-    fit_workflow=None,
 ) -> ServerApp:
     """A ServerApp that runs `num_rounds` rounds of `strategy`. `map_nodes(grid)` returns the
     Flower node id -> client index map once all clients are connected."""
@@ -26,13 +25,29 @@ def make_server_app(
 
     @app.main()
     def main(grid: Grid, context) -> None:
-        run_rounds(grid, context, strategy, num_rounds, map_nodes, fit_workflow)
+        run_rounds(grid, context, strategy, num_rounds, map_nodes)
 
     return app
 
 
+def secure_fit_workflow(strategy: FedRecStrategy):
+    """None (plain aggregation) or SecAgg+ with parameters derived from the federation."""
+    fed = strategy.fed
+    if not fed.secagg:
+        return None
+    from fedrec.common.secagg import neighbourhood, quantization_range
+    from fedrec.server.secagg import FedRecSecAggWorkflow, SecAggSettings
+
+    shares, threshold = neighbourhood(strategy.cohort, fed.secagg_dropout,
+                                      fed.secagg_corruption, fed.secagg_failure)
+    max_weight = 1.0 if strategy.privacy.enabled else fed.secagg_max_weight  # DP: weight 1
+    return FedRecSecAggWorkflow(strategy, SecAggSettings(
+        shares, threshold, quantization_range(strategy.cohort), max_weight,
+        fed.secagg_timeout or None))
+
+
 def run_rounds(grid: Grid, context, strategy: FedRecStrategy, num_rounds: int,
-               map_nodes: Callable[[Grid], dict[int, int]], fit_workflow=None) -> None:
+               map_nodes: Callable[[Grid], dict[int, int]]) -> None:
     """The body of every fedrec ServerApp: map nodes to clients, then run the rounds."""
     strategy.node_to_client = map_nodes(grid)
     legacy = LegacyContext(
@@ -41,7 +56,7 @@ def run_rounds(grid: Grid, context, strategy: FedRecStrategy, num_rounds: int,
         strategy=strategy,
         client_manager=SimpleClientManager(),
     )
-    DefaultWorkflow(fit_workflow=fit_workflow)(grid, legacy)
+    DefaultWorkflow(fit_workflow=secure_fit_workflow(strategy))(grid, legacy)
 
 
 def wait_for_nodes(grid: Grid, num_clients: int, timeout: float) -> list[int]:

@@ -17,7 +17,7 @@ from flwr.common import EvaluateIns, FitIns, ndarrays_to_parameters, parameters_
 from flwr.server.strategy import FedAvg
 
 from fedrec.common.config import FederationConfig
-from fedrec.common.privacy import PrivacyConfig
+from fedrec.common.privacy import PrivacyConfig, update_norm_bound
 from fedrec.server import checkpoint
 from fedrec.server.accountant import UserLevelAccountant
 from fedrec.server.optimizer import ServerOptimizer
@@ -78,12 +78,12 @@ class FedRecStrategy(FedAvg):
         self._fit_started: dict[int, float] = {}
         self.privacy = privacy or PrivacyConfig()
         self.exhausted: set[int] = set()  # clients that declined for lack of budget
-        self.accountant, self.max_update_norm = None, fed.max_update_norm
+        self.accountant = None
+        self.max_update_norm = update_norm_bound(self.privacy, cohort,
+                                                 sum(a.size for a in initial), fed.max_update_norm)
         if self.privacy.mode == "user":
             self.accountant = UserLevelAccountant(self.privacy, cohort, num_clients,
                                                   Path(ledger or self.run_dir / "ledger.jsonl"))
-            self.max_update_norm = self.accountant.update_norm_bound(
-                sum(a.size for a in initial))
 
     # --- sampling --------------------------------------------------------------------------
     def _sample(self, client_manager, round_: int, size: int, stream: int) -> list:
@@ -123,6 +123,8 @@ class FedRecStrategy(FedAvg):
                 self.exhausted.add(self.node_to_client.get(proxy.node_id, proxy.node_id))
                 continue
             arrays = parameters_to_ndarrays(fit_res.parameters)
+            if self.fed.secagg:  # the unmasked weighted mean (float64), the same in every result
+                arrays = [a.astype(np.float32) for a in arrays]
             try:
                 validate_update(arrays, self.current, self.max_update_norm)
             except UpdateRejected as exc:
@@ -145,10 +147,6 @@ class FedRecStrategy(FedAvg):
             if self.accountant is not None:
                 self.accountant.charge(round_, len(accepted))  # before the aggregate is used
             self.current = [w.astype(np.float32) for w in self.optimizer.step(self.current, delta)]
-        if round_ % self.fed.checkpoint_every == 0 or round_ == self.total_rounds:
-            checkpoint.save(self.run_dir / "checkpoints", round_,
-                            dict(zip(self.keys, self.current)), self.optimizer.state_arrays())
-            self.last_checkpoint = round_
         record = {
             "sampled": len(results) + len(failures),
             "completed": len(results),
@@ -165,8 +163,31 @@ class FedRecStrategy(FedAvg):
         if self.accountant is not None:
             record.update(epsilon=self.accountant.epsilon, budget_exhausted=budget_exhausted,
                           noise_shortfall=1.0 - len(accepted) / self.cohort)
-        self.record("fit", round_, record)
+        self._close_round(round_, record)
         return (ndarrays_to_parameters(self.current) if aggregated else None), {}
+
+    def round_halted(self, flower_round: int, stage: str, sampled: int, failed: int) -> None:
+        """Secure aggregation gave up on this round (too many clients lost): nothing was
+        aggregated or released; record it as such and let the run go on."""
+        round_ = self._round(flower_round)
+        self._close_round(round_, {
+            "sampled": sampled, "completed": sampled - failed, "failed": failed, "rejected": 0,
+            "rejections": [], "aggregated": False, "halted": stage,
+            "train_loss": float("nan"),
+            "fit_seconds": round(time.perf_counter() - self._fit_started.pop(round_, 0.0), 3),
+        })
+
+    @property
+    def update_bound(self) -> float:
+        """The largest update norm the server accepts (clients clip to it under SecAgg+)."""
+        return self.max_update_norm
+
+    def _close_round(self, round_: int, record: dict) -> None:
+        if round_ % self.fed.checkpoint_every == 0 or round_ == self.total_rounds:
+            checkpoint.save(self.run_dir / "checkpoints", round_,
+                            dict(zip(self.keys, self.current)), self.optimizer.state_arrays())
+            self.last_checkpoint = round_
+        self.record("fit", round_, record)
 
     # --- evaluation ------------------------------------------------------------------------
     def evaluate(self, server_round, parameters):

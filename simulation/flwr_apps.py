@@ -12,7 +12,6 @@ primary path; see docs/federation.md for the trade-offs.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -50,14 +49,11 @@ def _server(grid, context) -> None:
 
 @lru_cache(maxsize=2)
 def _client_settings(config_path: str, run_dir: str):
-    from fedrec.client.app import ClientSettings
-    from fedrec.client.data import DataSpec, catalog_embeddings
-    from fedrec.simulation.run import CLIENTS_DIR
+    from fedrec.simulation.recorder import Recorder
+    from fedrec.simulation.run import assemble
 
     cfg, root = _run_settings({"config": config_path, "run-dir": run_dir})
-    spec = DataSpec(cfg.dataset, cfg.cold_fraction, cfg.seed, cfg.encoder)
-    model_cfg = replace(cfg.fedrec, input_dim=int(catalog_embeddings(spec).shape[1]))
-    return ClientSettings(model_cfg, cfg.train, cfg.federation, spec, str(root / CLIENTS_DIR))
+    return assemble(cfg, root, 0, None, Recorder(root), progress=False)[1]
 
 
 def _client_fn(context):
@@ -71,4 +67,11 @@ def _client_fn(context):
     return FedRecClient(settings, int(context.node_config["partition-id"])).to_client()
 
 
-client_app = ClientApp(client_fn=_client_fn)
+def _mods() -> list:
+    from fedrec.client.app import secure_aggregation_mod
+
+    # masked when the server runs SecAgg+ (`federation.secagg` in the run's config)
+    return [secure_aggregation_mod(required=False)]
+
+
+client_app = ClientApp(client_fn=_client_fn, mods=_mods())

@@ -86,7 +86,7 @@ def simulate(cfg: config.RunConfig | None, run_dir: Path, resume: bool = False,
     from flwr.common import ndarrays_to_parameters
     from flwr.simulation import run_simulation
 
-    from fedrec.client.app import make_client_app
+    from fedrec.client.app import client_mods, make_client_app
     from fedrec.server.app import make_server_app
 
     engine.quiet_logs(verbose)
@@ -107,7 +107,7 @@ def simulate(cfg: config.RunConfig | None, run_dir: Path, resume: bool = False,
     run_simulation(
         server_app=make_server_app(strategy, cfg.federation.rounds - start_round,
                                    engine.map_nodes_in_order(strategy.num_clients)),
-        client_app=make_client_app(settings, mods=_client_mods(egress_log)),
+        client_app=make_client_app(settings, mods=client_mods(cfg.federation, egress_log)),
         num_supernodes=strategy.num_clients,
         backend_config=engine.backend_config(cfg.federation.client_cpus, verbose),
     )
@@ -146,16 +146,9 @@ def assemble(cfg: config.RunConfig, run_dir: Path, start_round: int, latest: Pat
     settings = ClientSettings(
         model_cfg, cfg.train, fed, DataSpec(cfg.dataset, cfg.cold_fraction, cfg.seed, cfg.encoder),
         str(store_root), privacy=dp, cohort=cohort, ledger_path=str(run_dir / LEDGER),
+        update_bound=strategy.update_bound,
     )
     return strategy, settings
-
-
-def _client_mods(egress_log: Path | None) -> list:
-    if egress_log is None:
-        return []
-    from fedrec.client.egress_log import egress_log_mod
-
-    return [egress_log_mod(Path(egress_log).resolve())]
 
 
 def finish(run_dir: Path, recorder: Recorder, seconds: float) -> dict:

@@ -74,7 +74,7 @@ def test_the_accountant_resumes_from_the_ledger(tmp_path):
 
 def test_updates_beyond_clip_plus_noise_are_rejected(tmp_path):
     strategy, records = make(tmp_path)
-    bound = strategy.accountant.update_norm_bound(4)
+    bound = strategy.max_update_norm  # d = 4 parameters, m = 4
     assert bound == pytest.approx(2.0 + 2.0 * 2.0 / 2 * (2 + 10))  # C + σC/√m·(√d + 10)
     huge = [np.full(2, 1000.0, np.float32), np.zeros((1, 2), np.float32)]
     strategy.aggregate_fit(1, [reply(100, 1.0, 1), reply(101, 0, 1, huge)], [])

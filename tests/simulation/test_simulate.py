@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from fedrec.common import config, privacy
@@ -196,3 +197,55 @@ def test_a_killed_dp_run_resumes_without_losing_or_double_spending_a_charge(home
         # every charge on the device is in the ledger (a duplicate line is the same release)
         assert len(logged) == len(account["history"])
         assert max((e for _, e in logged), default=0) <= 20.0
+
+
+def secagg_config(**federation) -> config.RunConfig:
+    cfg = small_config(**federation)
+    cfg.federation = replace(cfg.federation, rounds=1, checkpoint_every=1, strategy="fedavg",
+                             eval_every=1)
+    return cfg.validate()
+
+
+def test_secagg_sums_what_plain_fedavg_sums_and_the_server_never_sees_an_update(home, tmp_path):
+    from fedrec.server import checkpoint
+
+    simulate(secagg_config(), tmp_path / "plain", progress=False)
+    log = tmp_path / "egress.jsonl"
+    simulate(secagg_config(secagg=True), tmp_path / "secure", progress=False, egress_log=log)
+    _, plain, _ = checkpoint.load(tmp_path / "plain" / "checkpoints" / "round-000001.safetensors")
+    _, secure, _ = checkpoint.load(tmp_path / "secure" / "checkpoints" / "round-000001.safetensors")
+    scale = max(float(np.abs(a).max()) for a in plain.values())
+    error = max(float(np.abs(plain[k] - secure[k]).max()) for k in plain)
+    assert 0 < error < 1e-4 * scale  # same clients, same updates: only quantization differs
+    trains = [e for e in map(json.loads, log.read_text().splitlines())
+              if e["message_type"] == "train"]
+    assert len(trains) == 4 * 10  # setup, share keys, masked vectors, unmask: per client
+    for entry in trains:  # no reply carries an array: the update leaves only masked, as bytes
+        assert all(not r["entries"] for r in entry["records"].values()
+                   if r["kind"] == "ArrayRecord")
+
+
+def test_secagg_rounds_survive_dropouts_and_a_halted_round_is_recorded(home, tmp_path):
+    tolerant = replace(secagg_config(secagg=True, fail_rate=0.2).federation, rounds=2)
+    cfg = secagg_config()
+    cfg.federation = tolerant
+    simulate(cfg.validate(), tmp_path / "ok", progress=False)
+    rounds = read_jsonl(tmp_path / "ok" / "rounds.jsonl")
+    assert sum(r["failed"] for r in rounds) > 0 and all(r["aggregated"] for r in rounds)
+
+    # 10 clients, 40 % colluders assumed: a key needs 5 shares; 80 % dropping leaves 2
+    cfg.federation = replace(tolerant, fail_rate=0.8, secagg_corruption=0.4, secagg_dropout=0.5)
+    final = simulate(cfg.validate(), tmp_path / "halted", progress=False)
+    rounds = read_jsonl(tmp_path / "halted" / "rounds.jsonl")
+    assert [r["round"] for r in rounds] == [1, 2]  # the run went on and finished
+    assert all(r["halted"] in ("collect_masked_vectors_stage", "unmask_stage")
+               and not r["aggregated"] and r["completed"] + r["failed"] == 10 for r in rounds)
+    assert final["rounds_not_aggregated"] == 2
+
+
+def test_user_level_dp_composes_with_secagg(home, tmp_path):
+    cfg = dp_config("user", epsilon=4.0, max_grad_norm=0.5)
+    cfg.federation = replace(cfg.federation, rounds=2, secagg=True)
+    final = simulate(cfg.validate(), tmp_path / "run", progress=False)
+    by_client = check_ledger(tmp_path / "run")
+    assert len(by_client["server"]) == 2 and final["privacy"]["epsilon"] <= 4.0
