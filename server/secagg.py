@@ -5,6 +5,7 @@ completed the round. No cryptography of ours: the parameters come from `fedrec.c
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from flwr.server.workflow import SecAggPlusWorkflow
@@ -50,8 +51,13 @@ class FedRecSecAggWorkflow(SecAggPlusWorkflow):
         round_ = int(context.state.config_records[MAIN_CONFIGS_RECORD][WorkflowKey.CURRENT_ROUND])
         stages = (self.setup_stage, self.share_keys_stage, self.collect_masked_vectors_stage,
                   self.unmask_stage)
+        self.strategy.stage_seconds = {}
         for stage in stages:
-            if not stage(grid, context, state):
+            started = time.perf_counter()
+            ok = stage(grid, context, state)
+            self.strategy.stage_seconds[stage.__name__.removesuffix("_stage")] = round(
+                time.perf_counter() - started, 3)
+            if not ok:
                 sampled = len(getattr(state, "sampled_node_ids", ()))
                 self.strategy.round_halted(round_, stage.__name__, sampled=sampled,
                                            failed=sampled - len(state.active_node_ids))

@@ -78,6 +78,7 @@ class FedRecStrategy(FedAvg):
         self._fit_started: dict[int, float] = {}
         self.privacy = privacy or PrivacyConfig()
         self.exhausted: set[int] = set()  # clients that declined for lack of budget
+        self.stage_seconds: dict[str, float] = {}  # filled by the SecAgg+ workflow
         self.accountant = None
         self.max_update_norm = update_norm_bound(self.privacy, cohort,
                                                  sum(a.size for a in initial), fed.max_update_norm)
@@ -183,6 +184,9 @@ class FedRecStrategy(FedAvg):
         return self.max_update_norm
 
     def _close_round(self, round_: int, record: dict) -> None:
+        if self.stage_seconds:  # SecAgg+: where the round's time went, stage by stage (the
+            record["secagg_seconds"] = self.stage_seconds  # unmask stage is still running)
+            self.stage_seconds = {}
         if round_ % self.fed.checkpoint_every == 0 or round_ == self.total_rounds:
             checkpoint.save(self.run_dir / "checkpoints", round_,
                             dict(zip(self.keys, self.current)), self.optimizer.state_arrays())
