@@ -137,6 +137,10 @@ def assemble(cfg: config.RunConfig, run_dir: Path, start_round: int, latest: Pat
 
     store_root = run_dir / CLIENTS_DIR
     cohort = min(fed.clients_per_round, num_clients)
+    if fed.secagg:  # with fewer clients than clients_per_round: check the real cohort up front
+        from fedrec.common.secagg import neighbourhood
+
+        neighbourhood(cohort, fed.secagg_dropout, fed.secagg_corruption, fed.secagg_failure)
     dp = privacy.resolve(cfg.privacy, fed.rounds, cohort, num_clients)
     strategy = FedRecStrategy(
         fed, cfg.seed, num_clients, keys, initial, run_dir, recorder, start_round, opt_state,

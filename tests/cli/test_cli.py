@@ -60,6 +60,8 @@ def test_debug_shows_the_traceback(tmp_path):
     (["--dp", "record", "--epsilon", "0"], "privacy.epsilon = 0.0"),
     (["--dp", "user", "--delta", "2"], "privacy.delta = 2.0"),
     (["--dp", "user", "--accountant", "gdp"], "privacy.accountant = 'gdp'"),
+    (["--secagg", "--clients-per-round", "10", "--secagg-dropout", "0.95"], "secagg_dropout"),
+    (["--secagg", "--clients-per-round", "2"], "at least 3 clients"),
 ])
 def test_bad_privacy_settings_are_named_before_anything_runs(tmp_path, monkeypatch, capsys,
                                                              args, named):
