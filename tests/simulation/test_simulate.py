@@ -33,6 +33,22 @@ def home(tmp_path_factory):
     mp.undo()
 
 
+def kill_tree(proc) -> None:
+    """SIGKILL a run and every process it started (Ray's workers leave its process group, and
+    an orphaned worker would go on writing client state during the resume)."""
+    import psutil
+
+    tree = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, signal.SIGKILL)
+    for child in tree:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(tree, timeout=30)
+    proc.wait()
+
+
 def small_config(**federation) -> config.RunConfig:
     cfg = config.RunConfig(
         dataset="fed",
@@ -100,8 +116,7 @@ def test_a_killed_run_resumes_to_the_same_result(home, tmp_path):
     while len(read_jsonl(run / "rounds.jsonl")) < 3:  # killed during or after round 3
         assert proc.poll() is None and time.monotonic() < deadline, "run ended early"
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_tree(proc)
     assert not (run / "metrics.json").exists()
 
     resumed = simulate(None, run, resume=True, progress=False)
@@ -184,8 +199,7 @@ def test_a_killed_dp_run_resumes_without_losing_or_double_spending_a_charge(home
     while len(privacy.read_ledger(ledger)) < 25:  # killed inside round 3
         assert proc.poll() is None and time.monotonic() < deadline, "run ended early"
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_tree(proc)
     simulate(None, run, resume=True, progress=False)
     by_client = check_ledger(run)
     for device in (run / "clients").iterdir():
