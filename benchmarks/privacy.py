@@ -9,7 +9,8 @@ non-private run (ε = ∞) on one schedule; writes benchmarks/results/privacy-<d
 privacy-utility PNG. Finished runs are reused, so an interrupted sweep continues.
 
     python benchmarks/privacy.py overhead --dataset ml-100k
-    python benchmarks/privacy.py sweep --dataset ml-100k --rounds 20 --clients-per-round 50
+    python benchmarks/privacy.py sweep --dataset ml-100k --rounds 20 --clients-per-round 50 \
+        --record-sigmas 0.01
 """
 
 from __future__ import annotations
@@ -91,8 +92,11 @@ def sweep(args) -> dict:
     from fedrec.simulation.run import simulate
 
     rows = []
-    for mode, eps in [("off", None)] + [(m, e) for m in ("record", "user") for e in args.epsilons]:
-        name = f"dp-{args.dataset}-{mode}-{eps or 'inf'}-{args.rounds}x{args.clients_per_round}"
+    runs = [("off", None, None)] + [(m, e, None) for m in ("record", "user") for e in args.epsilons]
+    runs += [("record", None, sigma) for sigma in args.record_sigmas]  # diagnostics: fixed σ
+    for mode, eps, sigma in runs:
+        label = f"sigma{sigma}" if sigma else (eps or "inf")
+        name = f"dp-{args.dataset}-{mode}-{label}-{args.rounds}x{args.clients_per_round}"
         run_dir = RESULTS / name
         if (run_dir / "metrics.json").exists():
             final = json.loads((run_dir / "metrics.json").read_text())
@@ -105,13 +109,16 @@ def sweep(args) -> dict:
                                      clients_per_round=args.clients_per_round,
                                      strategy=args.strategy, eval_every=args.rounds,
                                      eval_clients=args.eval_clients)
-            if mode != "off":
+            if sigma:  # no budget: what the DP training form reaches with this σ
+                cfg.privacy = replace(cfg.privacy, mode=mode, epsilon=1e12,
+                                      noise_multiplier=sigma)
+            elif mode != "off":
                 cfg.privacy = replace(cfg.privacy, mode=mode, epsilon=float(eps))
             start = time.perf_counter()
             final = simulate(cfg, run_dir, progress=False)
             final["wall_seconds"] = round(time.perf_counter() - start, 1)
             (run_dir / "metrics.json").write_text(json.dumps(final, indent=2))
-        rows.append({"mode": mode, "epsilon": eps, "ndcg@10": final["ndcg@10"],
+        rows.append({"mode": mode, "epsilon": eps, "sigma": sigma, "ndcg@10": final["ndcg@10"],
                      "hr@10": final["hr@10"], "privacy": final.get("privacy"),
                      "wall_seconds": final.get("wall_seconds")})
         print(json.dumps(rows[-1]), flush=True)
@@ -131,7 +138,8 @@ def plot(result: dict, path: Path) -> None:
     base = next(r["ndcg@10"] for r in runs if r["mode"] == "off")
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for mode, marker in (("record", "o"), ("user", "s")):
-        pts = sorted((r["epsilon"], r["ndcg@10"]) for r in runs if r["mode"] == mode)
+        pts = sorted((r["epsilon"], r["ndcg@10"]) for r in runs
+                     if r["mode"] == mode and r["epsilon"])
         if pts:
             ax.plot(*zip(*pts), marker=marker, label=f"{mode}-level DP")
     ax.axhline(base, color="gray", ls="--", label="federated, no DP (ε = ∞)")
@@ -161,6 +169,8 @@ def main() -> None:
     s.add_argument("--strategy", default="fedavgm")
     s.add_argument("--eval-clients", type=int, default=100)
     s.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 3.0, 8.0])
+    s.add_argument("--record-sigmas", type=float, nargs="*", default=[],
+                   help="also record-level runs at this fixed σ without a budget (diagnostic)")
     s.add_argument("--central-ndcg", type=float, default=0.0851)
     s.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
