@@ -67,7 +67,8 @@ def quantization_only(args, cohort: int) -> float:
     updates = [fit_local(model_cfg, cfg.train, emb, init, None, user_partition(spec, u), 2, u)
                for u in range(cohort)]
     weights = np.array([min(n, cfg.federation.secagg_max_weight) for _, _, n, _ in updates])
-    flat = [np.concatenate([a.ravel() for a in arrays]) for arrays, _, _, _ in updates]
+    flat = [np.concatenate([a.ravel() for a in arrays]).astype(np.float64)  # as clients send
+            for arrays, _, _, _ in updates]
     exact = sum(f * w for f, w in zip(flat, weights)) / weights.sum()
     r = sa.clipping_range(init, cfg.federation.max_update_norm)
     q = sa.quantization_range(cohort)

@@ -41,7 +41,7 @@ class ClientSettings:
     privacy: privacy.PrivacyConfig = field(default_factory=privacy.PrivacyConfig)
     cohort: int = 1  # m, clients per round (user-level DP: each adds 1/m of the noise variance)
     ledger_path: str = ""  # where this device appends its releases (record-level DP)
-    update_bound: float = 0.0  # SecAgg+: clip the outgoing update to this norm (0: off)
+    update_bound: float = 0.0  # SecAgg+: clip the outgoing update to this norm (0: no clip)
 
 
 class InjectedFailure(RuntimeError):
@@ -71,7 +71,11 @@ class FedRecClient(NumPyClient):
         if s.federation.secagg:
             # the server cannot check single updates under SecAgg+: bound them here, so the
             # protocol's clipping range never truncates anything (post-processing under DP)
-            shared = dp.clip_update(shared, parameters, s.update_bound)
+            if s.update_bound > 0:
+                shared = dp.clip_update(shared, parameters, s.update_bound)
+            # float64: Flower quantizes in the arrays' dtype, and float32 biases every client
+            # the same way (measured 17x the quantization step)
+            shared = [np.asarray(a, np.float64) for a in shared]
             weight = min(weight, int(s.federation.secagg_max_weight))
         return shared, weight, metrics
 

@@ -42,6 +42,14 @@ class FedRecSecAggWorkflow(SecAggPlusWorkflow):
 
     def setup_stage(self, grid, context, state) -> bool:
         self.clipping_range = clipping_range(self.strategy.current, self.strategy.update_bound)
+        self.strategy.secagg_state = state  # who was sampled and who is still active
+        self.strategy.secagg_params = {
+            "num_shares": self.settings.num_shares,
+            "threshold": self.settings.reconstruction_threshold,
+            "quantization_range": self.settings.quantization_range,
+            "clipping_range": round(self.clipping_range, 6),
+            "max_weight": self.settings.max_weight,
+        }
         return super().setup_stage(grid, context, state)
 
     def __call__(self, grid, context) -> None:
@@ -54,11 +62,19 @@ class FedRecSecAggWorkflow(SecAggPlusWorkflow):
         self.strategy.stage_seconds = {}
         for stage in stages:
             started = time.perf_counter()
-            ok = stage(grid, context, state)
+            try:
+                ok = stage(grid, context, state)
+            except Exception as exc:  # noqa: BLE001 — e.g. a client lost before key sharing
+                if self.strategy.closed_round == self.strategy._round(round_):
+                    raise  # the round was aggregated: the error is not the protocol's
+                ok, error = False, f"{type(exc).__name__}: {exc}"
+            else:
+                error = None
             self.strategy.stage_seconds[stage.__name__.removesuffix("_stage")] = round(
                 time.perf_counter() - started, 3)
             if not ok:
                 sampled = len(getattr(state, "sampled_node_ids", ()))
                 self.strategy.round_halted(round_, stage.__name__, sampled=sampled,
-                                           failed=sampled - len(state.active_node_ids))
+                                           failed=sampled - len(state.active_node_ids),
+                                           error=error)
                 return

@@ -79,6 +79,8 @@ class FedRecStrategy(FedAvg):
         self.privacy = privacy or PrivacyConfig()
         self.exhausted: set[int] = set()  # clients that declined for lack of budget
         self.stage_seconds: dict[str, float] = {}  # filled by the SecAgg+ workflow
+        self.secagg_state, self.secagg_params = None, {}  # the SecAgg+ round in progress
+        self.closed_round = start_round  # the last round recorded
         self.accountant = None
         self.max_update_norm = update_norm_bound(self.privacy, cohort,
                                                  sum(a.size for a in initial), fed.max_update_norm)
@@ -135,7 +137,8 @@ class FedRecStrategy(FedAvg):
                 weight = 1 if self.privacy.enabled else fit_res.num_examples
                 accepted.append((arrays, weight))
                 losses.append(float(fit_res.metrics.get("loss", np.nan)))
-        aggregated = len(accepted) >= max(1, self.fed.min_clients)
+        aggregated = (len(accepted) >= max(1, self.fed.min_clients)
+                      and sum(n for _, n in accepted) > 0)
         budget_exhausted = False
         if aggregated and self.accountant is not None:
             budget_exhausted = self.accountant.would_exceed(len(accepted))
@@ -148,10 +151,14 @@ class FedRecStrategy(FedAvg):
             if self.accountant is not None:
                 self.accountant.charge(round_, len(accepted))  # before the aggregate is used
             self.current = [w.astype(np.float32) for w in self.optimizer.step(self.current, delta)]
+        sampled, completed = len(results) + len(failures), len(results)
+        if self.secagg_state is not None:  # Flower lists some failures twice under SecAgg+
+            sampled = len(self.secagg_state.sampled_node_ids)
+            completed = len({proxy.node_id for proxy, _ in results})
         record = {
-            "sampled": len(results) + len(failures),
-            "completed": len(results),
-            "failed": len(failures),
+            "sampled": sampled,
+            "completed": completed,
+            "failed": sampled - completed,
             "rejected": len(rejected),
             "rejections": rejected[:5],
             "aggregated": aggregated,
@@ -167,13 +174,14 @@ class FedRecStrategy(FedAvg):
         self._close_round(round_, record)
         return (ndarrays_to_parameters(self.current) if aggregated else None), {}
 
-    def round_halted(self, flower_round: int, stage: str, sampled: int, failed: int) -> None:
+    def round_halted(self, flower_round: int, stage: str, sampled: int, failed: int,
+                     error: str | None = None) -> None:
         """Secure aggregation gave up on this round (too many clients lost): nothing was
         aggregated or released; record it as such and let the run go on."""
         round_ = self._round(flower_round)
         self._close_round(round_, {
             "sampled": sampled, "completed": sampled - failed, "failed": failed, "rejected": 0,
-            "rejections": [], "aggregated": False, "halted": stage,
+            "rejections": [error] if error else [], "aggregated": False, "halted": stage,
             "train_loss": float("nan"),
             "fit_seconds": round(time.perf_counter() - self._fit_started.pop(round_, 0.0), 3),
         })
@@ -184,9 +192,11 @@ class FedRecStrategy(FedAvg):
         return self.max_update_norm
 
     def _close_round(self, round_: int, record: dict) -> None:
-        if self.stage_seconds:  # SecAgg+: where the round's time went, stage by stage (the
-            record["secagg_seconds"] = self.stage_seconds  # unmask stage is still running)
-            self.stage_seconds = {}
+        if self.secagg_params:  # SecAgg+: its parameters, and where the round's time went
+            record["secagg"] = self.secagg_params  # (the unmask stage is still running here)
+            record["secagg_seconds"] = self.stage_seconds
+            self.stage_seconds, self.secagg_params, self.secagg_state = {}, {}, None
+        self.closed_round = round_
         if round_ % self.fed.checkpoint_every == 0 or round_ == self.total_rounds:
             checkpoint.save(self.run_dir / "checkpoints", round_,
                             dict(zip(self.keys, self.current)), self.optimizer.state_arrays())
