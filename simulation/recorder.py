@@ -77,6 +77,12 @@ class Recorder:
             post["ndcg@10"] = f"{self.last_metrics['ndcg@10']:.4f}"
         if not math.isnan(fit["train_loss"]):
             post["loss"] = f"{fit['train_loss']:.3f}"
+        if "epsilon" in fit:  # user-level DP: the federation's ε so far
+            post["ε(user)"] = f"{fit['epsilon']:.2f}"
+        if fit.get("clients_exhausted"):  # record-level DP: clients out of budget
+            post["out of budget"] = fit["clients_exhausted"]
+        if fit.get("halted"):
+            post["halted"] = fit["halted"].removesuffix("_stage")
         return post
 
     def _append(self, name: str, record: dict) -> None:
