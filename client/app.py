@@ -10,7 +10,6 @@ weight 0 and `declined = 1`. The personal vector stays in the device's `Personal
 
 from __future__ import annotations
 
-import math
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,9 +93,9 @@ class FedRecClient(NumPyClient):
         if s.privacy.mode == "user":
             # every sampled client sends its share of the noise, also one with nothing to
             # train on (a zero update), so who had data is not visible in the noise
-            clip = s.privacy.max_grad_norm
-            noise_std = s.privacy.noise_multiplier * clip / math.sqrt(s.cohort)
-            shared, _ = dp.clip_and_noise(shared, parameters, clip, noise_std, secrets.randbits(62))
+            shared, _ = dp.clip_and_noise(shared, parameters, s.privacy.max_grad_norm,
+                                          privacy.noise_share_std(s.privacy, s.cohort),
+                                          secrets.randbits(62))
             num_examples, metrics = 1, {}
         self.store.save(round_, personal, keep_from=keep_from)
         return shared, num_examples, metrics

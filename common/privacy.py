@@ -199,12 +199,17 @@ def resolve(cfg: PrivacyConfig, rounds: int, cohort: int, num_clients: int) -> P
     return cfg
 
 
+def noise_share_std(cfg: PrivacyConfig, cohort: int) -> float:
+    """User-level DP: the per-coordinate noise std σC/√m each of the m clients adds, so that
+    the sum of their updates carries N(0, (σC)²)."""
+    return cfg.noise_multiplier * cfg.max_grad_norm / math.sqrt(cohort)
+
+
 def update_norm_bound(cfg: PrivacyConfig, cohort: int, num_parameters: int,
                       default: float) -> float:
     """The largest update norm an honest client sends. User-level DP: C plus the norm of its
-    noise share (s = σC/√m per coordinate: mean s·√d, std ≈ s/√2; a 14-std margin). Otherwise
+    noise share (s per coordinate: mean s·√d, std ≈ s/√2; a 14-std margin). Otherwise
     `default` (the federation's `max_update_norm`)."""
     if cfg.mode != "user":
         return default
-    share = cfg.noise_multiplier * cfg.max_grad_norm / math.sqrt(cohort)
-    return cfg.max_grad_norm + share * (math.sqrt(num_parameters) + 10.0)
+    return cfg.max_grad_norm + noise_share_std(cfg, cohort) * (math.sqrt(num_parameters) + 10.0)

@@ -26,11 +26,6 @@ class UserLevelAccountant:
         self.history = [(r["noise_multiplier"], r["sample_rate"], r["steps"])
                         for r in privacy.read_ledger(self.ledger) if r["client"] == "server"]
 
-    @property
-    def noise_std(self) -> float:
-        """Per-coordinate noise std each client adds: σC/√m."""
-        return self.cfg.noise_multiplier * self.cfg.max_grad_norm / math.sqrt(self.cohort)
-
     def effective_noise(self, contributors: int) -> float:
         return self.cfg.noise_multiplier * math.sqrt(contributors / self.cohort)
 

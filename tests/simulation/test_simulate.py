@@ -33,6 +33,23 @@ def home(tmp_path_factory):
     mp.undo()
 
 
+def kill_run_when(cfg: config.RunConfig, run, condition, timeout: float = 300.0) -> None:
+    """Start `fedrec simulate` with `cfg` into `run` as a separate process and SIGKILL it (and
+    everything it started) as soon as `condition()` holds."""
+    config.save(cfg, run.parent / f"{run.name}.toml")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedrec.cli", "simulate", "--config",
+         str(run.parent / f"{run.name}.toml"), "--dataset", cfg.dataset, "--out", str(run)],
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ},
+    )
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None and time.monotonic() < deadline, "run ended early"
+        time.sleep(0.05)
+    kill_tree(proc)
+
+
 def kill_tree(proc) -> None:
     """SIGKILL a run and every process it started (Ray's workers leave its process group, and
     an orphaned worker would go on writing client state during the resume)."""
@@ -104,19 +121,9 @@ def test_a_killed_run_resumes_to_the_same_result(home, tmp_path):
     assert finished["ndcg@10"] == pytest.approx(reference["ndcg@10"], abs=1e-9)
     assert [r["round"] for r in read_jsonl(tmp_path / "straight" / "metrics.jsonl")] == [0, 2, 4]
 
-    config.save(cfg, tmp_path / "cfg.toml")
     run = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fedrec.cli", "simulate", "--config", str(tmp_path / "cfg.toml"),
-         "--dataset", "fed", "--out", str(run)],
-        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ},
-    )
-    deadline = time.monotonic() + 300
-    while len(read_jsonl(run / "rounds.jsonl")) < 3:  # killed during or after round 3
-        assert proc.poll() is None and time.monotonic() < deadline, "run ended early"
-        time.sleep(0.2)
-    kill_tree(proc)
+    # killed during or after round 3
+    kill_run_when(cfg, run, lambda: len(read_jsonl(run / "rounds.jsonl")) >= 3)
     assert not (run / "metrics.json").exists()
 
     resumed = simulate(None, run, resume=True, progress=False)
@@ -188,20 +195,9 @@ def test_user_level_dp_federation_accounts_on_the_server(home, tmp_path):
 
 def test_a_killed_dp_run_resumes_without_losing_or_double_spending_a_charge(home, tmp_path):
     cfg = dp_config("record", epsilon=20.0)
-    config.save(cfg, tmp_path / "cfg.toml")
     run = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fedrec.cli", "simulate", "--config", str(tmp_path / "cfg.toml"),
-         "--dataset", "fed", "--out", str(run)],
-        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ},
-    )
-    deadline = time.monotonic() + 300
     ledger = run / "privacy" / "ledger.jsonl"
-    while len(privacy.read_ledger(ledger)) < 25:  # killed inside round 3
-        assert proc.poll() is None and time.monotonic() < deadline, "run ended early"
-        time.sleep(0.05)
-    kill_tree(proc)
+    kill_run_when(cfg, run, lambda: len(privacy.read_ledger(ledger)) >= 25)  # inside round 3
     simulate(None, run, resume=True, progress=False)
     by_client = check_ledger(run)
     for device in (run / "clients").iterdir():
