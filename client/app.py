@@ -2,10 +2,13 @@
 `fedrec.client.dp`.
 
 Replies are FitRes-shaped (`NumPyClient`), which is what `secaggplus_mod` needs. Without DP a
-reply carries the shared arrays, the number of training positions and the local loss. Under DP
-it carries only the privatized arrays with a weight of 1 (the count and the loss are functions
-of the raw data), or — a client whose budget is spent — the received arrays unchanged with
-weight 0 and `declined = 1`. The personal vector stays in the device's `PersonalStore`.
+reply carries the shared arrays, the number of training positions bucketed to a power of two,
+and the local loss (not under SecAgg+, where it would be the one plaintext number about the
+data). Under DP it carries only the privatized arrays with a weight of 1 (the count and the
+loss are functions of the raw data), or — a client whose budget is spent — the received
+arrays unchanged with weight 0 and `declined = 1`. What may leave is fixed by the run's
+`WireSchema` and enforced by the egress guard. The personal vector stays in the device's
+`PersonalStore`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from fedrec.client import data, dp, local
 from fedrec.client.budget import PrivacyAccount, digest
 from fedrec.client.identity import pseudonym
 from fedrec.client.store import PersonalStore
-from fedrec.common import privacy
+from fedrec.common import privacy, wire
 from fedrec.common.config import FederationConfig
 from fedrec.common.model import ModelConfig
 from fedrec.common.train import TrainConfig
@@ -41,6 +44,7 @@ class ClientSettings:
     cohort: int = 1  # m, clients per round (user-level DP: each adds 1/m of the noise variance)
     ledger_path: str = ""  # where this device appends its releases (record-level DP)
     update_bound: float = 0.0  # SecAgg+: clip the outgoing update to this norm (0: no clip)
+    schema: wire.WireSchema = field(default_factory=lambda: wire.WireSchema(()))  # what may leave
 
 
 class InjectedFailure(RuntimeError):
@@ -75,8 +79,7 @@ class FedRecClient(NumPyClient):
             # float64: Flower quantizes in the arrays' dtype, and float32 biases every client
             # the same way (measured 17x the quantization step)
             shared = [np.asarray(a, np.float64) for a in shared]
-            weight = min(weight, int(s.federation.secagg_max_weight))
-        return shared, weight, metrics
+        return shared, wire.bucket_count(weight, s.schema.max_count), metrics
 
     def _fit_plain(self, parameters, round_: int, seed: int, keep_from: int):
         """Local training without DP, or user-level DP (clip + noise share) on top of it."""
@@ -89,7 +92,7 @@ class FedRecClient(NumPyClient):
             seed=int(np.random.default_rng([seed, round_, 1, self.user, 1]).integers(2**31)),
             proximal_mu=proximal_mu,
         )
-        metrics = {"loss": loss}
+        metrics = {"loss": loss} if s.schema.send_loss else {}
         if s.privacy.mode == "user":
             # every sampled client sends its share of the noise, also one with nothing to
             # train on (a zero update), so who had data is not visible in the noise
@@ -156,17 +159,17 @@ class FedRecClient(NumPyClient):
         return 1.0 - result["ndcg@10"], 1, result
 
 
-def client_mods(federation: FederationConfig, egress_log: str | Path | None = None) -> list:
+def client_mods(secagg_required: bool, schema, egress_log: str | Path | None = None) -> list:
     """The client's mods, outermost first: the egress log (it records the message as it finally
-    leaves, masked under SecAgg+), then SecAgg+ (it masks what the client returns; clipping
-    and DP noise happen before, inside `fit`)."""
-    mods = []
-    if egress_log is not None:
-        from fedrec.client.egress_log import egress_log_mod
+    leaves, masked under SecAgg+; without a path, the node's `egress-log` config decides),
+    SecAgg+ (it masks what the client returns), and the egress guard (it checks the plaintext
+    reply against `schema`, a `WireSchema` or a function of the context; clipping and DP
+    noise happen before, inside `fit`)."""
+    from fedrec.client.egress_guard import egress_guard_mod
+    from fedrec.client.egress_log import egress_log_mod
 
-        mods.append(egress_log_mod(Path(egress_log).resolve()))
-    mods.append(secure_aggregation_mod(required=federation.secagg))
-    return mods
+    return [egress_log_mod(egress_log), secure_aggregation_mod(required=secagg_required),
+            egress_guard_mod(schema)]
 
 
 class PlainUpdateRefused(PermissionError):

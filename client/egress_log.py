@@ -1,7 +1,10 @@
 """An audit log of what leaves a client: a Flower client mod that writes one JSON line per
 outgoing message — its type, and for every record its keys with array shapes and dtypes, or
 scalar values — to a local file. Placed outermost in the mod list, it sees the message exactly
-as it goes on the wire."""
+as it goes on the wire: masked under SecAgg+, the protocol's own key-exchange messages
+included, and error replies with the text Flower sends for them.
+
+Check a log against the wire schema with `fedrec.common.wire.check_log_entry`."""
 
 from __future__ import annotations
 
@@ -33,24 +36,39 @@ def summarize(content) -> dict:
     return out
 
 
-def egress_log_mod(path: str | Path):
-    """A client mod appending a summary of every reply to `path` (JSON lines, file-locked so
-    that concurrent simulated clients never interleave a line)."""
-    path = str(path)
+NODE_CONFIG_KEY = "egress-log"  # a SuperNode's `--node-config "egress-log='PATH'"`
+
+
+def egress_log_mod(path: str | Path | None = None):
+    """A client mod appending a summary of every reply to `path`, or, without one, to the
+    node's `egress-log` node-config value when set (JSON lines, file-locked so that
+    concurrent simulated clients never interleave a line)."""
+    fixed = None if path is None else str(Path(path).resolve())
 
     def mod(msg, context, call_next):
-        reply = call_next(msg, context)
-        entry = {
-            "time": round(time.time(), 3),
-            "message_type": reply.metadata.message_type,
-            "error": reply.error.reason if reply.has_error() else None,
-            "records": {} if reply.has_error() else summarize(reply.content),
-        }
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            fh.write(json.dumps(entry, default=str) + "\n")
-            fcntl.flock(fh, fcntl.LOCK_UN)
+        target = fixed or context.node_config.get(NODE_CONFIG_KEY)
+        if not target:
+            return call_next(msg, context)
+        try:
+            reply = call_next(msg, context)
+        except Exception as exc:
+            # Flower sends the exception as an error reply with exactly this text
+            _append(target, msg.metadata.message_type, f"{type(exc)}:<'{exc}'>", {})
+            raise
+        _append(target, reply.metadata.message_type,
+                reply.error.reason if reply.has_error() else None,
+                {} if reply.has_error() else summarize(reply.content))
         return reply
 
     return mod
+
+
+def _append(path: str, message_type: str, error: str | None, records: dict) -> None:
+    entry = {"time": round(time.time(), 3), "message_type": message_type, "error": error,
+             "records": records}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.write(json.dumps(entry, default=str) + "\n")
+        fh.flush()
+        fcntl.flock(fh, fcntl.LOCK_UN)

@@ -6,7 +6,7 @@ The model, training loop and metrics are the ones central training uses (fedrec.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -21,11 +21,13 @@ PERSONAL_KEY = "personal_vector"
 
 @dataclass(frozen=True)
 class UserData:
-    """One user's private data: chronological training items, held-out items (-1 if none)."""
+    """One user's private data: chronological training items, held-out items (-1 if none),
+    and the generalized profile (`fedrec.client.scrub`; no model uses it yet)."""
 
     train_items: np.ndarray
     valid_item: int
     test_item: int
+    profile: dict = field(default_factory=dict)
 
     def history(self, stage: str) -> np.ndarray:
         if stage == "test" and self.valid_item >= 0:

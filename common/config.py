@@ -13,6 +13,7 @@ from pathlib import Path
 import tomli_w
 
 from fedrec.common import atomic
+from fedrec.common.anonymity import AnonymizationConfig
 from fedrec.common.embeddings import DEFAULT_ENCODER
 from fedrec.common.errors import ConfigError
 from fedrec.common.model import ModelConfig
@@ -96,6 +97,7 @@ class RunConfig:
     bpr: BPRConfig = field(default_factory=BPRConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    anonymization: AnonymizationConfig = field(default_factory=AnonymizationConfig)
 
     def validate(self) -> RunConfig:
         if self.model not in MODELS:
@@ -114,6 +116,7 @@ class RunConfig:
             )
         self.federation.validate()
         self.privacy.validate()
+        self.anonymization.validate()
         if self.privacy.mode == "record" and self.privacy.window > self.fedrec.max_history:
             raise ConfigError(f"privacy.window = {self.privacy.window} exceeds fedrec.max_history"
                               f" = {self.fedrec.max_history}")

@@ -62,16 +62,24 @@ def _client_fn(context):
     from fedrec.client.app import FedRecClient
 
     torch.set_num_threads(1)
-    settings = _client_settings(str(context.run_config.get("config", "")),
-                                str(context.run_config.get("run-dir", "runs/flwr")))
-    return FedRecClient(settings, int(context.node_config["partition-id"])).to_client()
+    return FedRecClient(_settings(context), int(context.node_config["partition-id"])).to_client()
+
+
+def _settings(context):
+    return _client_settings(str(context.run_config.get("config", "")),
+                            str(context.run_config.get("run-dir", "runs/flwr")))
+
+
+def _schema(context):
+    return _settings(context).schema
 
 
 def _mods() -> list:
-    from fedrec.client.app import secure_aggregation_mod
+    from fedrec.client.app import client_mods
 
-    # masked when the server runs SecAgg+ (`federation.secagg` in the run's config)
-    return [secure_aggregation_mod(required=False)]
+    # masked when the server runs SecAgg+ (`federation.secagg` in the run's config); the
+    # egress log is on for a node started with --node-config "egress-log='PATH'"
+    return client_mods(False, _schema)
 
 
 client_app = ClientApp(client_fn=_client_fn, mods=_mods())

@@ -107,7 +107,8 @@ def simulate(cfg: config.RunConfig | None, run_dir: Path, resume: bool = False,
     run_simulation(
         server_app=make_server_app(strategy, cfg.federation.rounds - start_round,
                                    engine.map_nodes_in_order(strategy.num_clients)),
-        client_app=make_client_app(settings, mods=client_mods(cfg.federation, egress_log)),
+        client_app=make_client_app(settings, mods=client_mods(cfg.federation.secagg,
+                                                              settings.schema, egress_log)),
         num_supernodes=strategy.num_clients,
         backend_config=engine.backend_config(cfg.federation.client_cpus, verbose),
     )
@@ -120,6 +121,7 @@ def assemble(cfg: config.RunConfig, run_dir: Path, start_round: int, latest: Pat
     """The strategy (server side) and client settings of a run, fresh or from a checkpoint."""
     from fedrec.client.app import ClientSettings
     from fedrec.client.data import DataSpec
+    from fedrec.common.wire import WireSchema
     from fedrec.server import checkpoint
     from fedrec.server.strategy import FedRecStrategy
 
@@ -142,15 +144,19 @@ def assemble(cfg: config.RunConfig, run_dir: Path, start_round: int, latest: Pat
 
         neighbourhood(cohort, fed.secagg_dropout, fed.secagg_corruption, fed.secagg_failure)
     dp = privacy.resolve(cfg.privacy, fed.rounds, cohort, num_clients)
+    levels = cfg.anonymization.resolve(prepared.dataset.profiles)
     strategy = FedRecStrategy(
         fed, cfg.seed, num_clients, keys, initial, run_dir, recorder, start_round, opt_state,
         central_eval=central_evaluator(model_cfg, prepared, store_root),
         privacy=dp, ledger=run_dir / LEDGER,
     )
+    data = DataSpec(cfg.dataset, cfg.cold_fraction, cfg.seed, cfg.encoder, levels,
+                    tuple(cfg.anonymization.keep_fields))
     settings = ClientSettings(
-        model_cfg, cfg.train, fed, DataSpec(cfg.dataset, cfg.cold_fraction, cfg.seed, cfg.encoder),
-        str(store_root), privacy=dp, cohort=cohort, ledger_path=str(run_dir / LEDGER),
-        update_bound=strategy.update_bound,
+        model_cfg, cfg.train, fed, data, str(store_root), privacy=dp, cohort=cohort,
+        ledger_path=str(run_dir / LEDGER), update_bound=strategy.update_bound,
+        schema=WireSchema.for_run([a.shape for a in initial], strategy.update_bound, fed.secagg,
+                                  dp.enabled, fed.secagg_max_weight),
     )
     return strategy, settings
 

@@ -1,0 +1,89 @@
+"""The egress guard: a Flower client mod that checks every reply against the wire schema
+(`fedrec.common.wire`) after training and DP, before SecAgg+ masks it.
+
+- A reply that breaks the schema is blocked: nothing of it is sent. The device logs what was
+  wrong (logger `fedrec.egress`, ERROR), and the client raises `EgressBlocked`, which Flower
+  turns into a well-formed error reply whose text holds only fixed violation codes.
+- An exception inside the client becomes `ClientFailed` with only the exception's class name:
+  Flower would otherwise send the exception's text, which can quote data or file paths.
+- There is no setting that turns the guard off or widens what it allows. The one per-node
+  allowance is for Flower's simulation engine: a get_properties reply may echo the
+  `partition-id` the node was configured with (the server's map of simulated nodes).
+
+Mods run outermost first, so the client's list is `[egress log, SecAgg+, guard]`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+
+from fedrec.common import wire
+
+log = logging.getLogger("fedrec.egress")
+
+
+class EgressBlocked(RuntimeError):
+    """A reply broke the wire schema and was not sent; the message lists the violation codes."""
+
+
+class ClientFailed(RuntimeError):
+    """The client raised while answering; the message is the exception's class name only."""
+
+
+def egress_guard_mod(schema: wire.WireSchema | Callable[[object], wire.WireSchema]):
+    """A client mod enforcing `schema` (or `schema(context)`, for apps that read their
+    settings from the run's context) on every reply."""
+
+    def mod(msg, context, call_next):
+        message_type = msg.metadata.message_type
+        try:
+            reply = call_next(msg, context)
+        except Exception as exc:  # noqa: BLE001 - every failure leaves only as a class name
+            log.error("the client failed answering a %s message", message_type, exc_info=exc)
+            raise ClientFailed(f"client failed ({type(exc).__name__})") from None
+        if reply.has_error():
+            log.error("the client built an error reply: %s", reply.error.reason)
+            raise ClientFailed("client failed (error reply)")
+        rules = schema(context) if callable(schema) else schema
+        node = context.node_config
+        if "partition-id" in node and "num-partitions" in node:  # Flower's simulation engine
+            rules = replace(rules, partition_id=int(node["partition-id"]))
+        received = None
+        if message_type == "train" and "fitins.parameters" in msg.content:
+            received = [_numpy(a) for a in msg.content["fitins.parameters"].values()]
+        violations = wire.check_reply(rules, message_type, message_view(reply.content), received)
+        if violations:
+            for v in violations:
+                log.error("egress guard blocked a %s reply: %s (%s)", message_type, v.code, v.detail)
+            codes = ", ".join(sorted({v.code for v in violations}))
+            raise EgressBlocked(f"blocked by the egress guard: {codes}")
+        return reply
+
+    return mod
+
+
+def message_view(content) -> dict:
+    """A RecordDict as {name: (kind, {key: value})} with arrays deserialized (no pickle);
+    an array that is not a well-formed NumPy payload stays an `Array` and fails the checks."""
+    from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+
+    view = {}
+    for name, record in content.items():
+        if isinstance(record, ArrayRecord):
+            view[name] = ("array", {k: _numpy(v) for k, v in record.items()})
+        elif isinstance(record, ConfigRecord):
+            view[name] = ("config", dict(record))
+        elif isinstance(record, MetricRecord):
+            view[name] = ("metric", dict(record))
+        else:
+            view[name] = (type(record).__name__, {})
+    return view
+
+
+def _numpy(array):
+    try:
+        return array.numpy()
+    except (TypeError, ValueError, OSError, EOFError):
+        return array

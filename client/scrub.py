@@ -1,0 +1,88 @@
+"""Ingest scrubbing: the only way a user's raw record becomes device data.
+
+A raw record is a profile (any fields) plus the user's interactions. What comes out is
+`UserData`: item indices in time order and a *generalized* profile. Along the way
+
+- direct identifiers (user id, names, e-mail, phone, device id, addresses) are dropped: no
+  field of `UserData` can hold them, so nothing downstream can send them;
+- quasi-identifiers (age, zip, gender, occupation) are generalized to the run's `Levels`
+  (`fedrec.common.anonymity`, chosen so that the population is k-anonymous);
+- timestamps are used to order the interactions and then dropped (the coarsest time);
+- any other field is dropped unless listed in `keep_fields`; kept text is scrubbed of PII
+  (e-mails, phones, URLs, long digit runs, the profile's own names and identifiers).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from fedrec.client.local import UserData
+from fedrec.common.anonymity import GENERALIZE, QUASI_IDENTIFIERS, Levels
+
+DIRECT_IDENTIFIER = re.compile(
+    r"(^|[_\s-])(user|uid|id|name|first|last|surname|full|e?-?mail|phone|mobile|tel|"
+    r"telephone|device|imei|idfa|ip|address|street|ssn|passport|account|username|login)"
+    r"(?=$|[_\s-]|id|name|number|addr|num)", re.IGNORECASE)
+
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+URL = re.compile(r"\b(?:https?://|www\.)\S+|\b[\w-]+(\.[\w-]+)*\.(com|org|net|io|de|uk|edu)(/\S*)?\b",
+                 re.IGNORECASE)
+PHONE = re.compile(r"(?<!\w)\+?\d[\d\s().-]{6,}\d(?!\w)")
+DIGITS = re.compile(r"\d{5,}")
+PLACEHOLDER = {"email": "[email]", "url": "[url]", "phone": "[phone]", "digits": "[number]",
+               "name": "[name]"}
+
+
+def is_direct_identifier(field: str) -> bool:
+    """True for a field name that names a person, an account, a device or an address."""
+    return bool(DIRECT_IDENTIFIER.search(field.strip()))
+
+
+def scrub_text(text: str, names: Iterable[str] = ()) -> str:
+    """`text` with e-mails, URLs, phone numbers, runs of 5+ digits and every word of `names`
+    (case-insensitive, whole words of 2+ letters) replaced by placeholders."""
+    text = EMAIL.sub(PLACEHOLDER["email"], str(text))
+    text = URL.sub(PLACEHOLDER["url"], text)
+    text = PHONE.sub(PLACEHOLDER["phone"], text)
+    text = DIGITS.sub(PLACEHOLDER["digits"], text)
+    words = sorted({w for n in names for w in re.findall(r"[^\W\d_]{2,}", str(n))}, key=len,
+                   reverse=True)
+    if words:
+        pattern = re.compile(r"\b(" + "|".join(map(re.escape, words)) + r")\b", re.IGNORECASE)
+        text = pattern.sub(PLACEHOLDER["name"], text)
+    return text
+
+
+def scrub_profile(profile: Mapping[str, object], levels: Levels,
+                  keep_fields: Iterable[str] = ()) -> dict[str, str | float]:
+    """The device's view of a profile: quasi-identifiers generalized to `levels` (missing
+    ones '*'), `keep_fields` kept (text scrubbed, numbers as float), everything else —
+    direct identifiers always — dropped."""
+    lowered = {str(k).strip().lower(): v for k, v in profile.items()}
+    names = [str(v) for k, v in profile.items() if is_direct_identifier(str(k)) and v is not None]
+    out: dict[str, str | float] = {
+        q: GENERALIZE[q](lowered.get(q), getattr(levels, q)) for q in QUASI_IDENTIFIERS}
+    for field in keep_fields:
+        key = field.strip().lower()
+        if key in out or key not in lowered or is_direct_identifier(key):
+            continue
+        value = lowered[key]
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+            out[key] = float(value)
+        elif value is not None:
+            out[key] = scrub_text(str(value), names)
+    return out
+
+
+def ingest(profile: Mapping[str, object] | None, train_items: np.ndarray, valid_item: int,
+           test_item: int, levels: Levels, keep_fields: Iterable[str] = ()) -> UserData:
+    """A user's raw record as device data. `train_items`: (n,) item indices in time order
+    (the timestamps that ordered them are not kept); held-out items -1 if none."""
+    items = np.asarray(train_items, dtype=np.int64)
+    if items.ndim != 1:
+        raise ValueError(f"train_items must be one-dimensional, got shape {items.shape}")
+    return UserData(items, int(valid_item), int(test_item),
+                    scrub_profile(profile or {}, levels, keep_fields))
