@@ -61,3 +61,61 @@ def info(dataset: Dataset = "synthetic") -> None:
     from fedrec.common.data.registry import load_dataset
 
     typer.echo(json.dumps(load_dataset(dataset).summary(), indent=2))
+
+
+@app.command("privacy-report")
+def privacy_report(
+    dataset: Dataset = "synthetic",
+    k: Annotated[int, typer.Option(help="The k-anonymity target.")] = 5,
+    out: Annotated[Path | None, typer.Option(help="Also write the report as JSON here, and a "
+                                                  "PNG of the class sizes beside it.")] = None,
+) -> None:
+    """How identifying the profile fields are: users unique before and after generalization
+    (k-anonymity), and the ℓ-diversity of occupation."""
+    from fedrec.cli.output import format_table
+    from fedrec.common import anonymity, atomic
+    from fedrec.common.data.registry import load_dataset
+    from fedrec.common.errors import FedrecError
+
+    data = load_dataset(dataset)
+    if data.profiles is None or data.profiles.empty:
+        raise FedrecError(f"data set '{dataset}' has no user profiles to report on")
+    result = {"dataset": dataset, **anonymity.report(data.profiles, k)}
+    typer.echo(f"{dataset}: {len(data.profiles)} users; dropped as direct identifiers: "
+               f"{', '.join(['user id', *result['direct_identifiers']])}; other fields dropped: "
+               f"{', '.join(result['dropped']) or 'none'}")
+    columns = ["users", "unique", "below_5", "classes", "k", "l_diversity", "generalization"]
+    typer.echo(format_table(result["rows"], columns, first="name"))
+    if out is not None:
+        atomic.write_text(out, json.dumps(result, indent=2))
+        _plot_class_sizes(data.profiles, result, out.with_suffix(".png"))
+        typer.echo(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def _plot_class_sizes(profiles, result: dict, path: Path) -> None:
+    """Users by the size of their equivalence class, one bar group per report row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from fedrec.common import anonymity, atomic
+
+    edges = [1, 2, 5, 10, 20, 50, 100, np.inf]
+    labels = ["1", "2-4", "5-9", "10-19", "20-49", "50-99", "100+"]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    width = 0.8 / len(result["rows"])
+    for i, row in enumerate(result["rows"]):
+        sizes = anonymity.class_sizes(profiles, anonymity.Levels(**row["levels"]))
+        counts = np.histogram(sizes, bins=edges)[0]
+        ax.bar(np.arange(len(labels)) + i * width, counts, width, label=row["name"])
+    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels)
+    ax.set_xlabel("size of the user's group (users sharing every generalized profile field)")
+    ax.set_ylabel("users")
+    ax.set_title(f"{result['dataset']}: re-identification risk (k target {result['k_target']})")
+    ax.legend()
+    fig.tight_layout()
+    with atomic.atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)

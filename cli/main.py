@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from fedrec.cli import data, embed, evaluate, recommend, runs, simulate, train
+from fedrec.cli import client, data, embed, evaluate, recommend, runs, simulate, train
 
 app = typer.Typer(
     name="fedrec",
@@ -23,6 +23,7 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("recommend")(recommend.recommend)
 app.command("simulate")(simulate.simulate)
 app.add_typer(runs.app, name="runs")
+app.add_typer(client.app, name="client")
 
 _debug = {"on": False}
 

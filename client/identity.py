@@ -1,6 +1,11 @@
 """The device's pseudonymous identity: a random id per install, the only name a device ever
 uses off the device (ledger lines, logs). It is not derived from the user id, so nothing maps
-it back to a user except this file on the device itself."""
+it back to a user except this file on the device itself.
+
+`rotate` replaces it on request (e.g. when the user asks, or on a schedule an app chooses):
+later releases then carry a name unlinkable to the earlier ones. The device's own privacy
+accountant (`privacy.json`) is not touched, so the budget keeps counting across rotations.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,14 @@ def pseudonym(device_dir: str | Path) -> str:
     path = Path(device_dir) / IDENTITY_FILE
     if path.exists():
         return json.loads(path.read_text())["pseudonym"]
+    return rotate(device_dir)
+
+
+def rotate(device_dir: str | Path) -> str:
+    """Replace this device's pseudonym with a fresh random one (atomically); returns it. The
+    old one is not kept anywhere."""
     name = "c-" + secrets.token_hex(8)
+    path = Path(device_dir) / IDENTITY_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(path, json.dumps({"pseudonym": name}))
     return name

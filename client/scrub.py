@@ -20,25 +20,15 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from fedrec.client.local import UserData
-from fedrec.common.anonymity import GENERALIZE, QUASI_IDENTIFIERS, Levels
+from fedrec.common.anonymity import GENERALIZE, QUASI_IDENTIFIERS, Levels, is_direct_identifier
 
-DIRECT_IDENTIFIER = re.compile(
-    r"(^|[_\s-])(user|uid|id|name|first|last|surname|full|e?-?mail|phone|mobile|tel|"
-    r"telephone|device|imei|idfa|ip|address|street|ssn|passport|account|username|login)"
-    r"(?=$|[_\s-]|id|name|number|addr|num)", re.IGNORECASE)
-
-EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+EMAIL = re.compile(r"[^\s@,;:<>()\[\]\"]+@[\w-]+(\.[\w-]+)+")  # RFC 5322 local parts
 URL = re.compile(r"\b(?:https?://|www\.)\S+|\b[\w-]+(\.[\w-]+)*\.(com|org|net|io|de|uk|edu)(/\S*)?\b",
                  re.IGNORECASE)
 PHONE = re.compile(r"(?<!\w)\+?\d[\d\s().-]{6,}\d(?!\w)")
 DIGITS = re.compile(r"\d{5,}")
 PLACEHOLDER = {"email": "[email]", "url": "[url]", "phone": "[phone]", "digits": "[number]",
                "name": "[name]"}
-
-
-def is_direct_identifier(field: str) -> bool:
-    """True for a field name that names a person, an account, a device or an address."""
-    return bool(DIRECT_IDENTIFIER.search(field.strip()))
 
 
 def scrub_text(text: str, names: Iterable[str] = ()) -> str:

@@ -22,6 +22,7 @@ an attacker who knows someone's age, zip and gender learns about their occupatio
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +31,10 @@ import pandas as pd
 from fedrec.common.errors import ConfigError
 
 SUPPRESSED = "*"
+DIRECT_IDENTIFIER = re.compile(
+    r"(^|[_\s-])(user|uid|id|name|first|last|surname|full|e?-?mail|phone|mobile|tel|"
+    r"telephone|device|imei|idfa|ip|address|street|ssn|passport|account|username|login)"
+    r"(?=$|[_\s-]|id|name|number|addr|num)", re.IGNORECASE)
 QUASI_IDENTIFIERS = ("age", "zip", "gender", "occupation")
 SENSITIVE = "occupation"
 AGE_CUTS = {1: list(range(5, 100, 5)), 2: [18, 25, 35, 45, 50, 56], 3: [25, 45]}
@@ -45,6 +50,13 @@ SECTORS = {
     "not employed": "homemaker none retired",
 }
 SECTOR_OF = {job: sector for sector, jobs in SECTORS.items() for job in jobs.split()}
+
+
+def is_direct_identifier(field: str) -> bool:
+    """True for a field name that names a person, an account, a device or an address
+    ('user', 'name', 'e-mail', 'phone_number', 'device_id', ...): such fields never enter
+    device data."""
+    return bool(DIRECT_IDENTIFIER.search(str(field).strip()))
 
 
 @dataclass(frozen=True)
@@ -64,7 +76,8 @@ class Levels:
                                   f"{MAX_LEVEL[name]}")
 
     def loss(self) -> float:
-        """Information lost, 0 (nothing generalized) to 3 (everything suppressed)."""
+        """Information lost: the sum of each field's level / its top level, 0 (nothing
+        generalized) to 4 (everything suppressed)."""
         return sum(getattr(self, n) / MAX_LEVEL[n] for n in QUASI_IDENTIFIERS)
 
     def describe(self) -> str:
@@ -206,6 +219,25 @@ def choose_levels(profiles: pd.DataFrame, k: int) -> Levels:
         if smallest >= k and (best is None or (levels.loss(), -smallest) < best[0]):
             best = ((levels.loss(), -smallest), levels)
     return best[1]
+
+
+COMMON_POLICY = Levels(age=2, zip=1, gender=0, occupation=0)  # age groups + 3-digit zip
+
+
+def report(profiles: pd.DataFrame, k: int = 5) -> dict:
+    """How identifying `profiles` is: the direct identifiers devices drop, and `anonymity`
+    as recorded, under a common release policy (age groups, 3-digit zip) and at the least
+    generalization reaching `k` (what `auto` levels apply)."""
+    rows = [("as recorded", Levels(0, 0, 0, 0)), ("age groups, zip3", COMMON_POLICY),
+            (f"least for k={k}", choose_levels(profiles, k))]
+    return {
+        "direct_identifiers": [c for c in profiles.columns if is_direct_identifier(c)],
+        "quasi_identifiers": [c for c in QUASI_IDENTIFIERS if c in profiles],
+        "dropped": [c for c in profiles.columns
+                    if not is_direct_identifier(c) and c not in QUASI_IDENTIFIERS],
+        "k_target": k,
+        "rows": [{"name": name, **anonymity(profiles, levels)} for name, levels in rows],
+    }
 
 
 @dataclass

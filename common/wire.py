@@ -22,8 +22,9 @@ send) and a detail (kept on the device: it may quote the offending value).
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -40,7 +41,8 @@ REPLY_RECORDS = {
 # what SecAgg+ itself sends, per stage (flwr.common.secure_aggregation.secaggplus_constants)
 SECAGG_RECORD = "secaggplus_configs"
 SECAGG_STAGE_KEYS = ({"pk1", "pk2"}, {"dsts", "ctxts"}, {"masked_params"}, {"nids", "shares"})
-GUARD_ERROR = "fedrec.client.egress_guard."  # error replies our guard writes start this way
+# error replies with fixed texts: the guard's, and a SecAgg+-only client refusing plain training
+FIXED_ERRORS = ("fedrec.client.egress_guard.", "fedrec.client.app.PlainUpdateRefused'")
 
 
 class Violation(NamedTuple):
@@ -75,6 +77,19 @@ class WireSchema:
                    max_update_norm=float(update_bound) if update_bound > 0 else math.inf,
                    private=private, send_loss=not (secagg or private),
                    max_count=int(secagg_max_weight) if secagg else 2**30)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["max_update_norm"] = None if math.isinf(self.max_update_norm) else self.max_update_norm
+        return json.dumps(data, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> WireSchema:
+        data = json.loads(text)
+        data["shapes"] = tuple(tuple(s) for s in data["shapes"])
+        if data.get("max_update_norm") is None:
+            data["max_update_norm"] = math.inf
+        return cls(**data)
 
     def fit_metrics(self) -> set[str]:
         return ({"declined"} if self.private else set()) | ({"loss"} if self.send_loss else set())
@@ -163,12 +178,14 @@ def _check_arrays(schema: WireSchema, entries: dict,
             out.append(Violation("array-shape", f"array {key}: shape {a.shape}, expected "
                                                 f"{tuple(schema.shapes[i])}"))
             continue
-        if not np.isfinite(a).all():
+        # max/min propagate NaN and are single passes without temporaries
+        hi, lo = (float(a.max()), float(a.min())) if a.size else (0.0, 0.0)
+        if not (math.isfinite(hi) and math.isfinite(lo)):
             out.append(Violation("non-finite", f"array {key} holds NaN or inf"))
             continue
-        if a.size and float(np.abs(a).max()) > MAX_ABS_PARAMETER:
-            out.append(Violation("value-range", f"array {key}: |x| up to {np.abs(a).max():.3g},"
-                                                f" above {MAX_ABS_PARAMETER:g}"))
+        if max(hi, -lo) > MAX_ABS_PARAMETER:
+            out.append(Violation("value-range", f"array {key}: |x| up to {max(hi, -lo):.3g}, "
+                                                f"above {MAX_ABS_PARAMETER:g}"))
             continue
         if received is not None and not out:
             r = received[i]
@@ -176,7 +193,8 @@ def _check_arrays(schema: WireSchema, entries: dict,
                 out.append(Violation("update-norm", f"array {key}: the received array is not "
                                                     f"float of shape {a.shape}"))
                 continue
-            squared += float(np.square(a.astype(np.float64) - received[i]).sum())
+            delta = (a - r).ravel()
+            squared += float(np.dot(delta, delta))
     if not out and received is not None and math.sqrt(squared) > schema.max_update_norm:
         out.append(Violation("update-norm", f"update norm {math.sqrt(squared):.4g} above the "
                                             f"bound {schema.max_update_norm:.4g}"))
@@ -235,7 +253,7 @@ def check_log_entry(schema: WireSchema, entry: dict) -> list[Violation]:
     schema. Arrays are checked by shape and dtype only (the log keeps no values); a train
     reply under SecAgg+ may carry the protocol's own record and no arrays."""
     if entry.get("error") is not None:
-        if not str(entry["error"]).startswith(f"<class '{GUARD_ERROR}"):
+        if not str(entry["error"]).startswith(tuple(f"<class '{e}" for e in FIXED_ERRORS)):
             return [Violation("error-text", f"error reply {_short(entry['error'])}")]
         return []
     records = dict(entry.get("records", {}))
@@ -295,3 +313,19 @@ def _in_range(v, lo: float, hi: float) -> bool:
 def _short(value, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def check_log(entries, schema: WireSchema) -> dict:
+    """Summary of an egress log (an iterable of its parsed lines) against `schema`: messages
+    per type, errors, and every violation as (line number from 1, code, detail)."""
+    by_type: dict[str, int] = {}
+    errors, violations = 0, []
+    for number, entry in enumerate(entries, start=1):
+        kind = str(entry.get("message_type"))
+        if SECAGG_RECORD in entry.get("records", {}):
+            kind += " (SecAgg+)"
+        by_type[kind] = by_type.get(kind, 0) + 1
+        errors += entry.get("error") is not None
+        violations += [(number, v.code, v.detail) for v in check_log_entry(schema, entry)]
+    return {"messages": sum(by_type.values()), "by_type": by_type, "errors": errors,
+            "violations": violations}

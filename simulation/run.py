@@ -1,7 +1,8 @@
 """`fedrec simulate`: a Flower federation of virtual clients, one per user, on this machine.
 
 A run directory holds `config.toml`, `metrics.jsonl`, `rounds.jsonl`, `checkpoints/`, the
-simulated devices' personal state under `clients/`, and at the end `metrics.json`. A run resumes
+simulated devices' personal state under `clients/`, `wire-schema.json` (what clients may send,
+to check an egress log against) and at the end `metrics.json`. A run resumes
 from its last checkpoint; clients then continue from the personal state of that round.
 """
 
@@ -24,7 +25,7 @@ from fedrec.common.recommenders import FedRecCentral
 from fedrec.simulation import engine
 from fedrec.simulation.recorder import Recorder, read_jsonl, truncate_jsonl
 
-CLIENTS_DIR, CHECKPOINTS_DIR = "clients", "checkpoints"
+CLIENTS_DIR, CHECKPOINTS_DIR, WIRE_SCHEMA = "clients", "checkpoints", "wire-schema.json"
 LEDGER = Path("privacy") / "ledger.jsonl"
 
 
@@ -97,6 +98,7 @@ def simulate(cfg: config.RunConfig | None, run_dir: Path, resume: bool = False,
                disable=not progress, dynamic_ncols=True)
     recorder = Recorder(run_dir, bar)
     strategy, settings = assemble(cfg, run_dir, start_round, latest, recorder, progress)
+    atomic.write_text(run_dir / WIRE_SCHEMA, settings.schema.to_json())
     started = time.perf_counter()
     if start_round >= cfg.federation.rounds:  # killed after the last checkpoint: only finish
         if (run_dir / "metrics.json").exists():

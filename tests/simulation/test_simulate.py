@@ -66,6 +66,37 @@ def kill_tree(proc) -> None:
     proc.wait()
 
 
+def assert_nothing_identifying_left(log, run) -> None:
+    """Every line of the egress log matches the run's wire schema, and no user id, name,
+    e-mail or zip code of the data set appears in any key or value that left."""
+    from fedrec.common import wire
+    from fedrec.common.data.registry import load_dataset
+
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    schema = wire.WireSchema.from_json((run / "wire-schema.json").read_text())
+    summary = wire.check_log(entries, schema)
+    assert summary["messages"] == len(entries) > 0 and summary["violations"] == []
+    data = load_dataset("fed")
+    texts = {*map(str, data.user_ids), *data.profiles["name"], *data.profiles["email"],
+             *(w for n in data.profiles["name"] for w in n.split())}
+    zips = set(data.profiles["zip"])  # digits: compared whole (a float's digits may hold one)
+
+    def scan(value):  # every key, string and number that left, except the log's own time
+        if isinstance(value, dict):
+            for k, v in value.items():
+                yield str(k)
+                yield from scan(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from scan(v)
+        else:
+            yield str(value)
+
+    sent = {token for e in entries for token in scan({k: v for k, v in e.items() if k != "time"})}
+    assert not {t for t in sent for s in texts if s == t or (len(s) > 3 and s in t)}
+    assert not sent & zips and not {t for t in sent if t.isdigit() and int(t) in map(int, zips)}
+
+
 def small_config(**federation) -> config.RunConfig:
     cfg = config.RunConfig(
         dataset="fed",
@@ -102,6 +133,7 @@ def test_federation_learns_and_only_the_shared_head_leaves_a_client(home, tmp_pa
         scalars = {k for r in entry["records"].values() if r["kind"] != "ArrayRecord"
                    for k in r["entries"]}
         assert scalars == {"loss", "num_examples", "code", "message"}  # loss + protocol status
+    assert_nothing_identifying_left(log, tmp_path / "run")
 
 
 def test_failed_clients_are_counted_and_rounds_complete(home, tmp_path):
@@ -235,6 +267,7 @@ def test_secagg_sums_what_plain_fedavg_sums_and_the_server_never_sees_an_update(
     for entry in trains:  # no reply carries an array: the update leaves only masked, as bytes
         assert all(not r["entries"] for r in entry["records"].values()
                    if r["kind"] == "ArrayRecord")
+    assert_nothing_identifying_left(log, tmp_path / "secure")
 
 
 def test_secagg_rounds_survive_dropouts_and_a_halted_round_is_recorded(home, tmp_path):
