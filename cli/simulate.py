@@ -79,6 +79,10 @@ def simulate(
     typer.echo(format_table(rows, HEADLINE + ["federated_ndcg@10", "failed_client_updates"]))
     if "privacy" in final:
         typer.echo(_privacy_line(final["privacy"]))
+    if "generalization" in final.get("anonymization", {}):
+        a = final["anonymization"]
+        typer.echo(f"profiles on devices: {a['generalization']} (k = {a['k']}, target "
+                   f"{a['k_target']})")
     typer.echo(f"{final['rounds']} rounds; run written to {out}")
 
 

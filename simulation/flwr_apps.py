@@ -32,17 +32,16 @@ server_app = ServerApp()
 
 @server_app.main()
 def _server(grid, context) -> None:
-    from fedrec.common import atomic
     from fedrec.server.app import map_nodes_by_query, run_rounds
     from fedrec.simulation.recorder import Recorder
-    from fedrec.simulation.run import WIRE_SCHEMA, _start, assemble, finish
+    from fedrec.simulation.run import _start, assemble, finish
 
     cfg, run_dir = _run_settings(context.run_config)
     resume = (run_dir / "config.toml").exists()
     cfg, start_round, latest = _start(run_dir, None if resume else cfg, resume)
     recorder = Recorder(run_dir)
-    strategy, settings = assemble(cfg, run_dir, start_round, latest, recorder, progress=False)
-    atomic.write_text(run_dir / WIRE_SCHEMA, settings.schema.to_json())
+    strategy, _ = assemble(cfg, run_dir, start_round, latest, recorder, progress=False,
+                           server=True)
     started = time.perf_counter()
     run_rounds(grid, context, strategy, cfg.federation.rounds - start_round,
                map_nodes_by_query(strategy.num_clients))

@@ -2,7 +2,8 @@
 
 A run directory holds `config.toml`, `metrics.jsonl`, `rounds.jsonl`, `checkpoints/`, the
 simulated devices' personal state under `clients/`, `wire-schema.json` (what clients may send,
-to check an egress log against) and at the end `metrics.json`. A run resumes
+to check an egress log against), `anonymization.json` (how devices generalized the profiles,
+and the k reached) and at the end `metrics.json`. A run resumes
 from its last checkpoint; clients then continue from the personal state of that round.
 """
 
@@ -25,7 +26,8 @@ from fedrec.common.recommenders import FedRecCentral
 from fedrec.simulation import engine
 from fedrec.simulation.recorder import Recorder, read_jsonl, truncate_jsonl
 
-CLIENTS_DIR, CHECKPOINTS_DIR, WIRE_SCHEMA = "clients", "checkpoints", "wire-schema.json"
+CLIENTS_DIR, CHECKPOINTS_DIR = "clients", "checkpoints"
+WIRE_SCHEMA, ANONYMIZATION = "wire-schema.json", "anonymization.json"
 LEDGER = Path("privacy") / "ledger.jsonl"
 
 
@@ -97,8 +99,8 @@ def simulate(cfg: config.RunConfig | None, run_dir: Path, resume: bool = False,
     bar = tqdm(total=cfg.federation.rounds, initial=start_round, desc="rounds", unit="round",
                disable=not progress, dynamic_ncols=True)
     recorder = Recorder(run_dir, bar)
-    strategy, settings = assemble(cfg, run_dir, start_round, latest, recorder, progress)
-    atomic.write_text(run_dir / WIRE_SCHEMA, settings.schema.to_json())
+    strategy, settings = assemble(cfg, run_dir, start_round, latest, recorder, progress,
+                                  server=True)
     started = time.perf_counter()
     if start_round >= cfg.federation.rounds:  # killed after the last checkpoint: only finish
         if (run_dir / "metrics.json").exists():
@@ -119,8 +121,9 @@ def simulate(cfg: config.RunConfig | None, run_dir: Path, resume: bool = False,
 
 
 def assemble(cfg: config.RunConfig, run_dir: Path, start_round: int, latest: Path | None,
-             recorder: Recorder, progress: bool = True):
-    """The strategy (server side) and client settings of a run, fresh or from a checkpoint."""
+             recorder: Recorder, progress: bool = True, server: bool = False):
+    """The strategy (server side) and client settings of a run, fresh or from a checkpoint.
+    The `server` process also writes the run's wire schema and anonymization facts."""
     from fedrec.client.app import ClientSettings
     from fedrec.client.data import DataSpec
     from fedrec.common.wire import WireSchema
@@ -160,6 +163,14 @@ def assemble(cfg: config.RunConfig, run_dir: Path, start_round: int, latest: Pat
         schema=WireSchema.for_run([a.shape for a in initial], strategy.update_bound, fed.secagg,
                                   dp.enabled, fed.secagg_max_weight),
     )
+    if server:
+        facts = {"k_target": cfg.anonymization.k, "auto": cfg.anonymization.auto}
+        if prepared.dataset.profiles is not None:
+            from fedrec.common.anonymity import anonymity
+
+            facts.update(anonymity(prepared.dataset.profiles, levels))
+        atomic.write_text(run_dir / ANONYMIZATION, json.dumps(facts, indent=1))
+        atomic.write_text(run_dir / WIRE_SCHEMA, settings.schema.to_json())
     return strategy, settings
 
 
@@ -181,6 +192,10 @@ def finish(run_dir: Path, recorder: Recorder, seconds: float) -> dict:
     spent = privacy_summary(run_dir)
     if spent:
         final["privacy"] = spent
+    if (run_dir / ANONYMIZATION).exists():
+        facts = json.loads((run_dir / ANONYMIZATION).read_text())
+        final["anonymization"] = {k: facts[k] for k in ("generalization", "k", "k_target")
+                                  if k in facts}
     atomic.write_text(run_dir / "metrics.json", json.dumps(final, indent=2))
     return final
 

@@ -71,3 +71,34 @@ def test_bad_privacy_settings_are_named_before_anything_runs(tmp_path, monkeypat
     assert exit_info.value.code == 2
     assert named in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_privacy_report_shows_users_unique_before_and_after_generalization(
+        tmp_path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.setenv("FEDREC_HOME", str(tmp_path))
+    main(["data", "synth", "--name", "people", "--users", "300", "--items", "40"])
+    capsys.readouterr()
+    main(["data", "privacy-report", "--dataset", "people", "--out", str(tmp_path / "r.json")])
+    out = capsys.readouterr().out
+    assert "dropped as direct identifiers: user id, name, email" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    before, after = report["rows"][0], report["rows"][-1]
+    assert before["unique"] == before["users"] == 300
+    assert after["unique"] == 0 and after["k"] >= 5
+    assert (tmp_path / "r.png").stat().st_size > 10_000
+
+
+def test_a_devices_pseudonym_rotates_on_request(tmp_path, capsys):
+    device = tmp_path / "device"
+    device.mkdir()
+    main(["client", "pseudonym", str(device)])
+    first = capsys.readouterr().out.strip()
+    main(["client", "pseudonym", str(device)])
+    assert capsys.readouterr().out.strip() == first  # stable until rotated
+    main(["client", "pseudonym", str(device), "--rotate"])
+    old, new = capsys.readouterr().out.strip().split(" -> ")
+    assert old == first != new and new.startswith("c-") and len(new) == 18
+    main(["client", "pseudonym", str(device)])
+    assert capsys.readouterr().out.strip() == new

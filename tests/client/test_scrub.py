@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fedrec.client.scrub import ingest, scrub_profile, scrub_text
-from fedrec.common.anonymity import Levels
+from fedrec.common.anonymity import SECTOR_OF, Levels
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -64,3 +64,22 @@ def test_ingest_yields_device_data_without_identifiers():
         assert value not in text
     with pytest.raises(ValueError, match="one-dimensional"):
         ingest(RAW, np.zeros((2, 2)), -1, -1, Levels())
+
+
+def test_a_simulated_device_holds_only_its_scrubbed_record(tmp_path, monkeypatch):
+    from fedrec.client.data import DataSpec, user_partition
+    from fedrec.common.data import files, synthetic
+
+    monkeypatch.setenv("FEDREC_HOME", str(tmp_path))
+    data = synthetic.generate(num_users=30, num_items=40, interactions_per_user=8, name="dev")
+    files.save_dir(data, tmp_path / "datasets" / "dev")
+    levels = Levels(age=3, zip=2, gender=0, occupation=1)
+    device = user_partition(DataSpec("dev", 0.0, 0, "all-MiniLM-L6-v2", levels), 4)
+    row = data.profiles.iloc[4]
+    age = row["age"]
+    assert device.profile == {
+        "age": "<25" if age < 25 else "25-44" if age < 45 else "45+", "zip": row["zip"][0],
+        "gender": row["gender"], "occupation": SECTOR_OF.get(row["occupation"], "other")}
+    text = repr(device)
+    for value in (data.user_ids[4], row["name"], row["email"], row["zip"]):
+        assert str(value) not in text
