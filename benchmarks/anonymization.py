@@ -29,7 +29,9 @@ IDENTIFIERS = ["u000017", "Ada Lovelace", "ada.lovelace@example.com", "94110",
                "+1 415 555 0132", "device-7f3a", "http://example.com/u/17", ""]
 KINDS = ["metric-string", "metric-key", "loss-value", "count", "array-values", "norm",
          "shape", "dtype", "extra-array", "missing-array", "extra-record", "bytes", "status",
-         "raw-array", "metric-record", "count-string", "properties"]
+         "raw-array", "metric-record", "count-string", "properties", "declared-fields",
+         "trailing-bytes", "zip-payload", "huge-header", "huge-number"]
+HUGE_HEADER = b"{'descr': '<f4', 'fortran_order': False, 'shape': (100000000000,), }"
 
 
 def reidentification(datasets: list[str], k: int) -> dict:
@@ -96,6 +98,7 @@ class Messages:
             elif kind == "count":
                 count = int(rng.choice([3, 5, 17, 100, 943, -4]))
             elif kind == "array-values":
+                arrays[i] = arrays[i].astype(np.float32)  # (an earlier kind may have cast it)
                 arrays[i].flat[int(rng.integers(arrays[i].size))] = rng.choice(
                     [np.nan, np.inf, -np.inf, 5e4])
             elif kind == "norm":
@@ -108,6 +111,8 @@ class Messages:
                 arrays.append(np.frombuffer(pii.encode().ljust(8)[:8], np.uint8).astype(np.float32))
             elif kind == "missing-array":
                 arrays.pop(i)
+            elif kind == "huge-number":
+                metrics["loss"] = int(rng.choice([-1, 1])) * 10**400
         content = self.reply(arrays, count, metrics)
         for kind in kinds:
             if kind == "extra-record":
@@ -127,6 +132,21 @@ class Messages:
                 content["fitres.num_examples"] = ConfigRecord({"num_examples": pii})
             elif kind == "properties":
                 content["getpropertiesres.properties"] = ConfigRecord({"user": pii})
+            elif kind in ("declared-fields", "trailing-bytes", "zip-payload", "huge-header"):
+                key = str(rng.integers(len(content["fitres.parameters"])))
+                payload = content["fitres.parameters"][key].data
+                fields = {"dtype": "", "stype": "numpy.ndarray", "shape": ()}
+                if kind == "declared-fields":
+                    fields.update([("dtype", pii)] if rng.random() < 0.5 else
+                                  [("shape", (94110, 415, 5550132))])
+                elif kind == "trailing-bytes":
+                    payload += pii.encode()
+                elif kind == "zip-payload":
+                    payload = b"PK\x03\x04" + pii.encode()
+                else:
+                    header = HUGE_HEADER + b" " * (117 - len(HUGE_HEADER)) + b"\n"
+                    payload = b"\x93NUMPY\x01\x00v\x00" + header + payload[128:]
+                content["fitres.parameters"][key] = Array(data=payload, **fields)
         return content
 
 

@@ -120,10 +120,11 @@ def _update(local: list[np.ndarray], global_: list[np.ndarray]) -> tuple[list, f
 
 def clip_update(local: list[np.ndarray], global_: list[np.ndarray], bound: float
                 ) -> list[np.ndarray]:
-    """θ_global + clip_bound(θ_local − θ_global), float32: the update's L2 norm is ≤ `bound`."""
+    """θ_global + clip_bound(θ_local − θ_global) in float64 (rounding to float32 could push the
+    norm a hair over `bound`); the update's L2 norm is ≤ `bound`."""
     delta, norm = _update(local, global_)
     scale = min(1.0, bound / norm) if norm > 0 else 1.0
-    return [(glo + d * scale).astype(np.float32) for glo, d in zip(global_, delta)]
+    return [glo.astype(np.float64) + d * scale for glo, d in zip(global_, delta)]
 
 
 def clip_and_noise(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -23,9 +24,13 @@ def summarize(content) -> dict:
         entries = {}
         for key, value in record.items():
             if hasattr(value, "numpy") and hasattr(value, "stype"):  # a Flower Array
-                array = value.numpy()  # legacy parameters declare no shape: read the payload
-                entries[key] = {"shape": list(array.shape), "dtype": str(array.dtype),
-                                "bytes": len(value.data)}
+                entries[key] = {"bytes": len(value.data), "stype": value.stype,
+                                "declared_dtype": value.dtype, "declared_shape": list(value.shape)}
+                try:  # legacy parameters declare no shape: read the payload's
+                    array = value.numpy()
+                    entries[key].update(shape=list(array.shape), dtype=str(array.dtype))
+                except Exception:  # noqa: BLE001 - not a NumPy payload: logged as bytes
+                    entries[key]["unreadable"] = True
             elif isinstance(value, bytes):
                 entries[key] = {"bytes": len(value)}
             elif isinstance(value, (list, tuple)):
@@ -37,6 +42,12 @@ def summarize(content) -> dict:
 
 
 NODE_CONFIG_KEY = "egress-log"  # a SuperNode's `--node-config "egress-log='PATH'"`
+log = logging.getLogger("fedrec.egress")
+
+
+class EgressLogFailed(RuntimeError):
+    """The egress log could not be written: nothing is sent unlogged (fixed text: the
+    OSError's own text would quote the log's path)."""
 
 
 def egress_log_mod(path: str | Path | None = None):
@@ -66,9 +77,13 @@ def egress_log_mod(path: str | Path | None = None):
 def _append(path: str, message_type: str, error: str | None, records: dict) -> None:
     entry = {"time": round(time.time(), 3), "message_type": message_type, "error": error,
              "records": records}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        fh.write(json.dumps(entry, default=str) + "\n")
-        fh.flush()
-        fcntl.flock(fh, fcntl.LOCK_UN)
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            fh.write(json.dumps(entry, default=str) + "\n")
+            fh.flush()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    except OSError as exc:
+        log.error("cannot write the egress log %s", path, exc_info=exc)
+        raise EgressLogFailed("the egress log could not be written") from None

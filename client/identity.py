@@ -3,8 +3,9 @@ uses off the device (ledger lines, logs). It is not derived from the user id, so
 it back to a user except this file on the device itself.
 
 `rotate` replaces it on request (e.g. when the user asks, or on a schedule an app chooses):
-later releases then carry a name unlinkable to the earlier ones. The device's own privacy
-accountant (`privacy.json`) is not touched, so the budget keeps counting across rotations.
+later ledger lines carry the new name. The device's own privacy accountant (`privacy.json`)
+is not touched, so the budget keeps counting across rotations — and the cumulative ε in the
+next ledger line shows a reader that the new name continues some earlier device.
 """
 
 from __future__ import annotations

@@ -22,9 +22,10 @@ import numpy as np
 from fedrec.client.local import UserData
 from fedrec.common.anonymity import GENERALIZE, QUASI_IDENTIFIERS, Levels, is_direct_identifier
 
-EMAIL = re.compile(r"[^\s@,;:<>()\[\]\"]+@[\w-]+(\.[\w-]+)+")  # RFC 5322 local parts
-URL = re.compile(r"\b(?:https?://|www\.)\S+|\b[\w-]+(\.[\w-]+)*\.(com|org|net|io|de|uk|edu)(/\S*)?\b",
-                 re.IGNORECASE)
+EMAIL = re.compile(r"[^\s@,;:<>()\[\]\"]{1,64}@[\w-]{1,63}(\.[\w-]{1,63}){1,8}")  # RFC 5322 sizes
+URL = re.compile(r"\b[a-z][a-z0-9+.-]{0,15}://\S+|\bwww\.\S+"  # scheme://… or www.…
+                 r"|\b(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.){1,8}[a-z]{2,24}\b(?:/\S*)?",
+                 re.IGNORECASE)  # host names; bounded labels keep matching linear
 PHONE = re.compile(r"(?<!\w)\+?\d[\d\s().-]{6,}\d(?!\w)")
 DIGITS = re.compile(r"\d{5,}")
 PLACEHOLDER = {"email": "[email]", "url": "[url]", "phone": "[phone]", "digits": "[number]",
@@ -32,18 +33,19 @@ PLACEHOLDER = {"email": "[email]", "url": "[url]", "phone": "[phone]", "digits":
 
 
 def scrub_text(text: str, names: Iterable[str] = ()) -> str:
-    """`text` with e-mails, URLs, phone numbers, runs of 5+ digits and every word of `names`
-    (case-insensitive, whole words of 2+ letters) replaced by placeholders."""
+    """`text` with every value of `names` (whole, and each of its words of 2+ letters; case-
+    insensitive) replaced by '[name]', then e-mails, URLs, phone numbers and runs of 5+
+    digits by their placeholders."""
+    values = {str(n).strip() for n in names if str(n).strip()}
+    values |= {w for n in values for w in re.findall(r"[^\W\d_]{2,}", n)}
+    if values:
+        alternatives = "|".join(map(re.escape, sorted(values, key=len, reverse=True)))
+        text = re.sub(rf"(?<!\w)({alternatives})(?!\w)", PLACEHOLDER["name"], str(text),
+                      flags=re.IGNORECASE)
     text = EMAIL.sub(PLACEHOLDER["email"], str(text))
     text = URL.sub(PLACEHOLDER["url"], text)
     text = PHONE.sub(PLACEHOLDER["phone"], text)
-    text = DIGITS.sub(PLACEHOLDER["digits"], text)
-    words = sorted({w for n in names for w in re.findall(r"[^\W\d_]{2,}", str(n))}, key=len,
-                   reverse=True)
-    if words:
-        pattern = re.compile(r"\b(" + "|".join(map(re.escape, words)) + r")\b", re.IGNORECASE)
-        text = pattern.sub(PLACEHOLDER["name"], text)
-    return text
+    return DIGITS.sub(PLACEHOLDER["digits"], text)
 
 
 def scrub_profile(profile: Mapping[str, object], levels: Levels,

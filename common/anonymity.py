@@ -32,9 +32,9 @@ from fedrec.common.errors import ConfigError
 
 SUPPRESSED = "*"
 DIRECT_IDENTIFIER = re.compile(
-    r"(^|[_\s-])(user|uid|id|name|first|last|surname|full|e?-?mail|phone|mobile|tel|"
-    r"telephone|device|imei|idfa|ip|address|street|ssn|passport|account|username|login)"
-    r"(?=$|[_\s-]|id|name|number|addr|num)", re.IGNORECASE)
+    r"(^|_)(user|uid|uuid|guid|id|name|first|last|surname|full|nick|nickname|handle|e?mail|"
+    r"phone|mobile|cell|tel|telephone|device|imei|idfa|mac|ip|address|street|ssn|passport|"
+    r"account|customer|member|username|login)(?=$|_|id|name|number|addr|num)", re.IGNORECASE)
 QUASI_IDENTIFIERS = ("age", "zip", "gender", "occupation")
 SENSITIVE = "occupation"
 AGE_CUTS = {1: list(range(5, 100, 5)), 2: [18, 25, 35, 45, 50, 56], 3: [25, 45]}
@@ -56,7 +56,8 @@ def is_direct_identifier(field: str) -> bool:
     """True for a field name that names a person, an account, a device or an address
     ('user', 'name', 'e-mail', 'phone_number', 'device_id', ...): such fields never enter
     device data."""
-    return bool(DIRECT_IDENTIFIER.search(str(field).strip()))
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(field).strip())  # camelCase -> camel_Case
+    return bool(DIRECT_IDENTIFIER.search(re.sub(r"[\s.-]+", "_", words)))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -41,8 +42,24 @@ REPLY_RECORDS = {
 # what SecAgg+ itself sends, per stage (flwr.common.secure_aggregation.secaggplus_constants)
 SECAGG_RECORD = "secaggplus_configs"
 SECAGG_STAGE_KEYS = ({"pk1", "pk2"}, {"dsts", "ctxts"}, {"masked_params"}, {"nids", "shares"})
-# error replies with fixed texts: the guard's, and a SecAgg+-only client refusing plain training
-FIXED_ERRORS = ("fedrec.client.egress_guard.", "fedrec.client.app.PlainUpdateRefused'")
+CODES = ("message-type", "unexpected-record", "record-kind", "status", "array-count",
+         "array-dtype", "array-shape", "non-finite", "value-range", "update-norm",
+         "unexpected-key", "count-not-bucketed", "plain-update", "guard-error")
+NORM_TOLERANCE = 1e-5  # relative: float32 sums of squares over ~10⁵ coordinates
+_CODE = "|".join(CODES)
+# the only error texts a client sends, as the egress log records them: Flower's
+# "<class '…'>:<'…'>" around a fixed message (Flower's simulation engine sends the same
+# message wrapped in its own ClientAppException instead)
+ERROR_TEXTS = re.compile(
+    r"(<class 'fedrec\.client\.egress_guard\.EgressBlocked'>:<'blocked by the egress guard: "
+    rf"({_CODE})(, ({_CODE}))*'>"
+    r"|<class 'fedrec\.client\.egress_guard\.ClientFailed'>:<'client failed "
+    r"\((error reply|[A-Za-z_][A-Za-z0-9_]*)\)'>"
+    r"|<class 'fedrec\.client\.app\.PlainUpdateRefused'>:<'this client sends updates only "
+    r"under SecAgg\+'>"
+    r"|<class 'fedrec\.client\.egress_log\.EgressLogFailed'>:<'the egress log could not be "
+    r"written'>)")
+NPY_HEADER_BYTES = (64, 256)  # what np.save puts before the data
 
 
 class Violation(NamedTuple):
@@ -56,8 +73,9 @@ class WireSchema:
     'float32' ('float64' under SecAgg+, which quantizes in the arrays' dtype);
     `max_update_norm`: bound on ‖reply − received‖₂ over all arrays; `private`: a DP run
     (counts 0/1, no loss); `send_loss`: plain runs report the training loss;
-    `max_count`: the largest count bucket; `partition_id`: the simulation's node
-    partition, which a get_properties reply may echo (None on a real device)."""
+    `max_count`: the largest count bucket; `secagg`: training replies leave only inside
+    SecAgg+; `partition_id`: the simulation's node partition, which a get_properties reply
+    may echo (None on a real device)."""
 
     shapes: tuple[tuple[int, ...], ...]
     dtype: str = "float32"
@@ -65,6 +83,7 @@ class WireSchema:
     private: bool = False
     send_loss: bool = True
     max_count: int = 2**30
+    secagg: bool = False
     partition_id: int | None = None
 
     @classmethod
@@ -76,7 +95,7 @@ class WireSchema:
                    dtype="float64" if secagg else "float32",
                    max_update_norm=float(update_bound) if update_bound > 0 else math.inf,
                    private=private, send_loss=not (secagg or private),
-                   max_count=int(secagg_max_weight) if secagg else 2**30)
+                   max_count=int(secagg_max_weight) if secagg else 2**30, secagg=secagg)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -195,7 +214,8 @@ def _check_arrays(schema: WireSchema, entries: dict,
                 continue
             delta = (a - r).ravel()
             squared += float(np.dot(delta, delta))
-    if not out and received is not None and math.sqrt(squared) > schema.max_update_norm:
+    if (not out and received is not None
+            and math.sqrt(squared) > schema.max_update_norm * (1 + NORM_TOLERANCE)):
         out.append(Violation("update-norm", f"update norm {math.sqrt(squared):.4g} above the "
                                             f"bound {schema.max_update_norm:.4g}"))
     return out
@@ -250,33 +270,39 @@ def _check_properties(schema: WireSchema, entries: dict) -> list[Violation]:
 
 def check_log_entry(schema: WireSchema, entry: dict) -> list[Violation]:
     """Every way one egress-log line (`fedrec.client.egress_log`) shows something outside the
-    schema. Arrays are checked by shape and dtype only (the log keeps no values); a train
-    reply under SecAgg+ may carry the protocol's own record and no arrays."""
+    schema. Arrays are checked by their summary (shape, dtype, byte size, declared fields);
+    a train reply under SecAgg+ carries the protocol's own record and empty array records."""
     if entry.get("error") is not None:
-        if not str(entry["error"]).startswith(tuple(f"<class '{e}" for e in FIXED_ERRORS)):
+        if not ERROR_TEXTS.fullmatch(str(entry["error"])):
             return [Violation("error-text", f"error reply {_short(entry['error'])}")]
         return []
     records = dict(entry.get("records", {}))
+    message_type = str(entry.get("message_type"))
     view, out = {}, []
     secagg = records.pop(SECAGG_RECORD, None)
     if secagg is not None:
         out += _check_secagg(secagg)
-        if set(records) == set():
+        if not records:
             return out  # setup, share keys or unmask: protocol messages only
+        parameters = records.get("fitres.parameters", {})
+        if parameters.get("kind") != "ArrayRecord" or parameters.get("entries"):
+            return out + [Violation("unmasked-update", "arrays next to the masked vectors")]
+    elif schema.secagg and message_type == "train":
+        return [Violation("plain-update", "a training reply outside SecAgg+")]
     for name, record in records.items():
         kind = {"ArrayRecord": "array", "ConfigRecord": "config", "MetricRecord": "metric"}.get(
             record.get("kind"), str(record.get("kind")))
         entries = record.get("entries", {})
         if kind == "array":
-            if secagg is not None and not entries:
-                continue  # masked: the vectors left inside the protocol's record
             entries = {k: _described(v) for k, v in entries.items()}
         view[name] = (kind, entries)
-    if secagg is not None:  # the arrays were masked: check everything else
-        view["fitres.parameters"] = ("array", {})
-        schema = WireSchema((), schema.dtype, math.inf, schema.private, schema.send_loss,
-                            schema.max_count, schema.partition_id)
-    return out + check_reply(schema, str(entry.get("message_type")), view)
+    if secagg is not None:  # the arrays left masked, inside the protocol's record
+        schema = replace(schema, shapes=(), max_update_norm=math.inf)
+    properties = view.get("getpropertiesres.properties", (None, {}))[1]
+    if message_type == "get_properties" and _is_int(properties.get("partition-id")):
+        # a simulated node echoing its partition (the log does not record the node's config)
+        schema = replace(schema, partition_id=properties["partition-id"])
+    return out + check_reply(schema, message_type, view)
 
 
 def _check_secagg(record: dict) -> list[Violation]:
@@ -291,12 +317,19 @@ def _check_secagg(record: dict) -> list[Violation]:
 
 
 def _described(summary):
-    """An array known only by its egress-log summary ({"shape", "dtype"}): a read-only
-    broadcast zero of that shape and dtype (no memory), so the shape and dtype checks apply and
-    the value checks pass; anything else is returned as it is, and fails the dtype check."""
+    """An array known only by its egress-log summary: a read-only broadcast zero of its shape
+    and dtype (no memory), so the shape and dtype checks apply and the value checks pass — if
+    the summary shows an array exactly as Flower's legacy converter sends it (no declared
+    dtype or shape, a .npy payload with no bytes beyond header and data); anything else is
+    returned as it is, and fails the dtype check."""
     try:
-        shape = tuple(int(d) for d in summary["shape"])
-        return np.broadcast_to(np.zeros((), np.dtype(summary["dtype"])), shape)
+        dtype, shape = np.dtype(summary["dtype"]), tuple(int(d) for d in summary["shape"])
+        overhead = int(summary["bytes"]) - dtype.itemsize * math.prod(shape)
+        legacy = (summary.get("stype"), summary.get("declared_dtype"),
+                  summary.get("declared_shape")) == ("numpy.ndarray", "", [])
+        if not legacy or not NPY_HEADER_BYTES[0] <= overhead <= NPY_HEADER_BYTES[1]:
+            return summary
+        return np.broadcast_to(np.zeros((), dtype), shape)
     except (KeyError, TypeError, ValueError):
         return summary
 
@@ -306,12 +339,19 @@ def _is_int(v) -> bool:
 
 
 def _in_range(v, lo: float, hi: float) -> bool:
-    return (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-            and math.isfinite(float(v)) and lo <= float(v) <= hi)
+    if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(float(v)) and lo <= float(v) <= hi
+    except OverflowError:  # an int beyond float range
+        return False
 
 
 def _short(value, limit: int = 80) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # e.g. an int with more digits than Python will print
+        return f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[:limit] + "…"
 
 

@@ -68,8 +68,10 @@ def arrays_from(values) -> list[np.ndarray]:
 
 @given(updates, st.sampled_from([0, 1, 2, 4, 64, 1024]), st.floats(0, 100))
 def test_well_formed_replies_pass_unchanged(values, count, loss):
-    reply = send(fit_reply(arrays_from(values), count, {"loss": loss}))
-    assert reply.content["fitres.num_examples"]["num_examples"] == count
+    content = fit_reply(arrays_from(values), count, {"loss": loss})
+    sent = {name: dict(record) for name, record in content.items()}
+    reply = send(content)
+    assert {name: dict(record) for name, record in reply.content.items()} == sent
 
 
 def inject(kind: str, data) -> RecordDict:
@@ -125,14 +127,36 @@ def inject(kind: str, data) -> RecordDict:
         return content
     if kind == "metric-record":
         content = fit_reply(arrays)
+        del content["fitres.metrics"]
         content["fitres.metrics"] = MetricRecord({"loss": 3.2})  # right name, wrong kind
         return content
+    if kind in ("declared-fields", "trailing-bytes", "zip-payload", "huge-header"):
+        content = fit_reply(arrays)
+        payload = content["fitres.parameters"]["0"].data
+        if kind == "declared-fields":  # text in the fields an Array declares beside its data
+            array = Array(data=payload, stype="numpy.ndarray", **data.draw(st.sampled_from([
+                {"dtype": pii, "shape": ()}, {"dtype": "", "shape": (94110, 415, 5550132)}])))
+        elif kind == "trailing-bytes":
+            array = Array(data=payload + pii.encode(), dtype="", stype="numpy.ndarray", shape=())
+        elif kind == "zip-payload":
+            array = Array(data=b"PK\x03\x04" + pii.encode(), dtype="", stype="numpy.ndarray",
+                          shape=())
+        else:  # a header declaring 10^11 floats: nothing may be allocated for it
+            header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (100000000000,), }"
+            header = header + b" " * (117 - len(header)) + b"\n"
+            array = Array(data=b"\x93NUMPY\x01\x00v\x00" + header + b"\x00" * 16, dtype="",
+                          stype="numpy.ndarray", shape=())
+        content["fitres.parameters"]["0"] = array
+        return content
+    if kind == "huge-number":
+        return fit_reply(arrays, metrics={"loss": data.draw(st.sampled_from([10**400, -10**400]))})
     raise AssertionError(kind)
 
 
 KINDS = ["metric-string", "metric-key", "loss-value", "count", "array-values", "norm", "shape",
          "dtype", "extra-array", "missing-array", "extra-record", "bytes", "status",
-         "raw-array", "metric-record"]
+         "raw-array", "metric-record", "declared-fields", "trailing-bytes", "zip-payload",
+         "huge-header", "huge-number"]
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -145,6 +169,14 @@ def test_fuzzed_replies_with_forbidden_content_never_leave(kind, data):
     assert reason.startswith("blocked by the egress guard: ")
     for identifier in IDENTIFIERS:  # what does leave (the error text) quotes nothing
         assert identifier not in reason
+
+
+def test_a_secagg_run_never_answers_a_plain_training_request():
+    secure = WireSchema(SHAPES, "float64", max_update_norm=5.0, send_loss=False, secagg=True)
+    msg = instruction()  # no SecAgg+ configs: a server asking for the plain update
+    with pytest.raises(EgressBlocked, match="plain-update"):
+        egress_guard_mod(secure)(msg, context(), lambda m, c: Message(fit_reply(
+            [a.astype(np.float64) for a in GLOBAL], 16, {}), reply_to=m))
 
 
 def test_a_failing_client_sends_only_the_exception_class(caplog):

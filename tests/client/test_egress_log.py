@@ -33,12 +33,25 @@ def test_a_real_node_logs_where_its_node_config_says(tmp_path):
     assert entry["records"]["blob"]["entries"] == {"b": {"bytes": 7}}  # bytes by length only
 
 
-def test_without_a_path_nothing_is_written(tmp_path):
-    egress_log_mod()(instruction(), context({}), reply)
-    assert list(tmp_path.iterdir()) == []
+def test_without_a_path_nothing_is_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert egress_log_mod()(instruction(), context({}), reply).content
+    assert list(tmp_path.rglob("*")) == []
+
+
+def test_an_unwritable_log_stops_the_reply_without_quoting_its_path(tmp_path):
+    from fedrec.client.egress_log import EgressLogFailed
+
+    (tmp_path / "afile").write_text("")
+    path = tmp_path / "afile" / "home-ada.lovelace" / "egress.jsonl"
+    with pytest.raises(EgressLogFailed) as failed:
+        egress_log_mod(path)(instruction(), context({}), reply)
+    assert str(failed.value) == "the egress log could not be written"
+    assert failed.value.__cause__ is None and failed.value.__suppress_context__
 
 
 def test_a_failure_is_logged_with_the_text_flower_sends(tmp_path):
+    # flwr.supernode.runtime.run_clientapp: reason = str(type(ex)) + ":<'" + str(ex) + "'>"
     path = tmp_path / "egress.jsonl"
 
     def failing(msg, ctx):

@@ -22,10 +22,22 @@ def test_scrub_text_replaces_contacts_urls_and_long_numbers(text, expected):
     assert scrub_text(text) == expected
 
 
-def test_scrub_text_removes_the_profiles_own_names_as_whole_words():
-    names = ["Ada Lovelace", "u000017"]
+def test_scrub_text_removes_the_profiles_own_names_and_identifiers_as_whole_words():
+    names = ["Ada Lovelace", "u000017", "196", "adalove"]
     assert scrub_text("Ada loved it; ADA LOVELACE again. Adam too.", names) == (
-        "[name] loved it; [name] [name] again. Adam too.")
+        "[name] loved it; [name] again. Adam too.")
+    assert scrub_text("user 196 (u000017) is adalove; 1960 is a year", names) == (
+        "user [name] ([name]) is [name]; 1960 is a year")
+
+
+@pytest.mark.parametrize("text", ["a-" * 5000, "a." * 5000, "x" * 10000, "a@" * 5000,
+                                  "1 " * 5000])
+def test_scrubbing_stays_linear_on_adversarial_text(text):
+    import time
+
+    started = time.perf_counter()
+    scrub_text(text)
+    assert time.perf_counter() - started < 1.0  # quadratic patterns took 4-7 s here
 
 
 @given(st.emails(), st.text(alphabet=st.characters(codec="ascii", categories=["L", "Zs"]),
@@ -51,7 +63,7 @@ def test_profile_keeps_only_generalized_quasi_identifiers_by_default():
 def test_kept_fields_are_scrubbed_and_identifiers_cannot_be_kept():
     kept = scrub_profile(RAW, Levels(), keep_fields=["bio", "favourite_number", "email",
                                                      "name", "missing"])
-    assert kept["bio"] == "[name], mail [email]"
+    assert kept["bio"] == "[name], mail [name]"  # the profile's own e-mail, as an identifier
     assert kept["favourite_number"] == 7.0
     assert "email" not in kept and "name" not in kept and "missing" not in kept
 

@@ -74,12 +74,16 @@ def test_explicit_levels_below_k_are_refused_with_the_reached_k():
 
 
 @pytest.mark.parametrize("field", ["user", "user_id", "userId", "name", "first_name", "email",
-                                   "e-mail", "phone_number", "device_id", "ip", "address"])
+                                   "e-mail", "phone_number", "device_id", "ip", "address",
+                                   "userEmail", "homePhone", "macAddress", "customerId",
+                                   "memberId", "uuid", "guid", "nickname", "displayName",
+                                   "first name"])
 def test_direct_identifiers_are_recognized(field):
     assert anonymity.is_direct_identifier(field)
 
 
-@pytest.mark.parametrize("field", ["age", "zip", "gender", "occupation", "valid", "city"])
+@pytest.mark.parametrize("field", ["age", "zip", "gender", "occupation", "valid", "city",
+                                   "zipCode", "ageGroup", "bio"])
 def test_other_fields_are_not_direct_identifiers(field):
     assert not anonymity.is_direct_identifier(field)
 

@@ -103,31 +103,84 @@ def test_properties_may_echo_only_the_simulations_partition_id():
     assert codes({}, SCHEMA, "query") == {"message-type"}
 
 
-def test_log_entries_are_checked_by_shape_dtype_and_value():
-    entry = {"message_type": "train", "error": None, "records": {
+def logged_array(shape, dtype="float32", extra=0, **declared):
+    """An egress-log summary of an array as Flower's legacy converter sends it."""
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return {"bytes": 128 + size + extra, "stype": "numpy.ndarray", "declared_dtype": "",
+            "declared_shape": [], "shape": list(shape), "dtype": dtype, **declared}
+
+
+def train_entry(arrays=None, metrics=None):
+    return {"message_type": "train", "error": None, "records": {
         "fitres.parameters": {"kind": "ArrayRecord", "entries": {
-            "0": {"shape": [4, 3], "dtype": "float32", "bytes": 176},
-            "1": {"shape": [3], "dtype": "float32", "bytes": 140}}},
-        "fitres.metrics": {"kind": "ConfigRecord", "entries": {"loss": 2.0}},
+            str(i): a for i, a in enumerate(arrays or [logged_array(s) for s in SHAPES])}},
+        "fitres.metrics": {"kind": "ConfigRecord",
+                           "entries": {"loss": 2.0} if metrics is None else metrics},
         "fitres.num_examples": {"kind": "MetricRecord", "entries": {"num_examples": 4}},
         "fitres.status": {"kind": "ConfigRecord", "entries": {"code": 0, "message": "Success"}}}}
-    assert wire.check_log_entry(SCHEMA, entry) == []
-    entry["records"]["fitres.parameters"]["entries"]["1"]["shape"] = [30]
-    assert {v.code for v in wire.check_log_entry(SCHEMA, entry)} == {"array-shape"}
-    masked = {"message_type": "train", "error": None, "records": {
-        "secaggplus_configs": {"kind": "ConfigRecord",
-                               "entries": {"masked_params": [{"bytes": 100}, {"bytes": 40}]}},
-        **{k: v for k, v in entry["records"].items() if k != "fitres.parameters"},
-        "fitres.parameters": {"kind": "ArrayRecord", "entries": {}}}}
-    assert wire.check_log_entry(WireSchema(SHAPES, "float64", send_loss=True), masked) == []
+
+
+def log_codes(entry, schema=SCHEMA):
+    return {v.code for v in wire.check_log_entry(schema, entry)}
+
+
+def test_log_entries_are_checked_by_shape_dtype_size_and_declared_fields():
+    assert log_codes(train_entry()) == set()
+    assert log_codes(train_entry([logged_array((4, 3)), logged_array((30,))])) == {"array-shape"}
+    # bytes beyond header and data, or text in the fields an Array declares, travel with it
+    assert log_codes(train_entry([logged_array((4, 3), extra=500), logged_array((3,))])) == {
+        "array-dtype"}
+    assert log_codes(train_entry([logged_array((4, 3), declared_dtype="ada@example.com"),
+                                  logged_array((3,))])) == {"array-dtype"}
+
+
+def test_under_secagg_only_the_protocol_carries_the_update():
+    secure = WireSchema(SHAPES, "float64", send_loss=False, secagg=True)
+    masked = train_entry(metrics={})
+    masked["records"]["fitres.parameters"]["entries"] = {}
+    masked["records"]["secaggplus_configs"] = {
+        "kind": "ConfigRecord", "entries": {"masked_params": [{"bytes": 100}, {"bytes": 40}]}}
+    assert log_codes(masked, secure) == set()
+    leaky = train_entry([logged_array((4, 3), "float64"), logged_array((3,), "float64")], {})
+    leaky["records"]["secaggplus_configs"] = masked["records"]["secaggplus_configs"]
+    assert log_codes(leaky, secure) == {"unmasked-update"}
+    plain = train_entry([logged_array((4, 3), "float64"), logged_array((3,), "float64")], {})
+    assert log_codes(plain, secure) == {"plain-update"}
     keys = {"message_type": "train", "error": None, "records": {
         "secaggplus_configs": {"kind": "ConfigRecord",
                                "entries": {"pk1": {"bytes": 32}, "pk2": {"bytes": 32}}}}}
-    assert wire.check_log_entry(SCHEMA, keys) == []
+    assert log_codes(keys, secure) == set()
     keys["records"]["secaggplus_configs"]["entries"]["note"] = "ada@example.com"
-    assert wire.check_log_entry(SCHEMA, keys)[0].code == "unexpected-key"
-    failed = {"message_type": "train", "records": {},
-              "error": "<class 'fedrec.client.egress_guard.ClientFailed'>:<'client failed'>"}
-    assert wire.check_log_entry(SCHEMA, failed) == []
-    failed["error"] = "<class 'ValueError'>:<'bad user u000017'>"
-    assert wire.check_log_entry(SCHEMA, failed)[0].code == "error-text"
+    assert log_codes(keys, secure) == {"unexpected-key"}
+
+
+@pytest.mark.parametrize(("text", "allowed"), [
+    ("<class 'fedrec.client.egress_guard.ClientFailed'>:<'client failed (ValueError)'>", True),
+    ("<class 'fedrec.client.egress_guard.EgressBlocked'>:<'blocked by the egress guard: "
+     "non-finite, update-norm'>", True),
+    ("<class 'fedrec.client.egress_guard.EgressBlocked'>:<'user u000017 ada@example.com'>",
+     False),
+    ("<class 'fedrec.client.egress_guard.ClientFailed'>:<'client failed (ada@example.com)'>",
+     False),
+    ("<class 'ValueError'>:<'bad user u000017'>", False),
+])
+def test_only_fixed_error_texts_may_leave(text, allowed):
+    entry = {"message_type": "train", "records": {}, "error": text}
+    assert (log_codes(entry) == set()) is allowed
+
+
+def test_values_too_large_for_a_float_are_violations_not_crashes():
+    assert codes(fit_view(metrics={"loss": 10**400})) == {"value-range"}
+    assert codes(fit_view(count=0, metrics={"declined": 10**5000}),
+                 WireSchema(SHAPES, private=True)) == {"value-range"}
+
+
+def test_an_update_clipped_to_the_bound_passes_despite_rounding():
+    bound = 1.0
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        delta = [rng.normal(size=s) for s in SHAPES]
+        norm = np.sqrt(sum(float(np.sum(d * d)) for d in delta))
+        arrays = [(r.astype(np.float64) + d * bound / norm) for r, d in zip(RECEIVED, delta)]
+        secure = WireSchema(SHAPES, "float64", max_update_norm=bound)
+        assert wire.check_reply(secure, "train", fit_view(arrays), RECEIVED) == []
