@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from fedrec.cli import client, data, embed, evaluate, recommend, runs, simulate, train
+from fedrec.cli import audit, client, data, embed, evaluate, recommend, runs, simulate, train
 
 app = typer.Typer(
     name="fedrec",
@@ -24,6 +24,7 @@ app.command("recommend")(recommend.recommend)
 app.command("simulate")(simulate.simulate)
 app.add_typer(runs.app, name="runs")
 app.add_typer(client.app, name="client")
+app.command("audit")(audit.audit)
 
 _debug = {"on": False}
 
