@@ -21,6 +21,7 @@ def audit(
                                                   "plots beside it).")] = None,
     egress_log: Annotated[Path | None, typer.Option(help="The clients' egress log (default: "
                                                          "RUN/egress.jsonl if present).")] = None,
+    trials: Annotated[int, typer.Option(help="With 'attack': canary trials per setting.")] = 100,
 ) -> None:
     """Audit a run's privacy: the promise, what was spent, an independent recomputation of
     every ε (dp-accounting), and the egress log against the allow-list."""
@@ -33,7 +34,9 @@ def audit(
             raise ConfigError("fedrec audit attack CONFIG: give the run config to attack")
         from fedrec.simulation.attack import run_attack_cli
 
-        run_attack_cli(config, out)
+        if trials < 4:
+            raise ConfigError(f"--trials {trials}: expected at least 4")
+        run_attack_cli(config, out, trials)
         return
     from fedrec.simulation import audit as auditing
     from fedrec.simulation.audit_report import render

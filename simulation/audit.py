@@ -9,7 +9,7 @@ each makes `fedrec audit` exit with code 1:
 - an ε that differs from the independent value of the run's own accountant by more than 1 %
   (RDP for an `rdp` ledger, PLD for a `prv` one; a deleted or edited line shows up here);
 - impossible parameters: σ ≤ 0, q outside (0, 1], steps < 1, δ outside (0, 1), a unit,
-  δ or accountant other than the run's, an ε that decreases, rounds that go backwards;
+  δ or accountant other than the run's, an ε that decreases;
 - a release after the budget was spent (an ε above the run's budget);
 - a user-level round that was aggregated but has no ledger line;
 - an egress-log line outside the run's wire schema.
@@ -158,9 +158,10 @@ def crosscheck(lines: list[dict], p, findings: list) -> list[dict]:
             if line["epsilon"] < last_eps - 1e-12:
                 _fail(findings, f"ε of client {client} decreases in round {line['round']}",
                       line["line"])
-            if line["round"] <= last_round:
-                _fail(findings, f"client {client}: round {line['round']} after round "
-                                f"{last_round}", line["line"])
+            if line["round"] <= last_round:  # a resumed run redoes rounds: charged again
+                _fail(findings, f"client {client}: round {line['round']} again after round "
+                                f"{last_round} (a resumed run redoing rounds; charged again)",
+                      line["line"], severity="note")
             if line["epsilon"] > p.epsilon * (1 + 1e-9):
                 _fail(findings, f"client {client} released in round {line['round']} at ε "
                                 f"{line['epsilon']:.4g}, over its budget {p.epsilon:g}",

@@ -1,0 +1,220 @@
+"""`fedrec audit` on hand-made run directories: the cross-check against published values and
+dp-accounting, tampered ledgers caught, reports that render."""
+
+import json
+from html.parser import HTMLParser
+
+import pytest
+
+from fedrec.common import config, crosscheck, privacy
+from fedrec.simulation.audit import audit, audit_sweep, is_sweep
+from fedrec.simulation.audit_report import render
+
+
+def test_independent_accountant_reproduces_published_values():
+    # Opacus' accountant test: σ=1.5, q=0.04, 2250 steps, δ=1e-5 -> ε = 7.3291
+    assert crosscheck.rdp_epsilon([(1.5, 0.04, 2250)], 1e-5) == pytest.approx(7.3291, rel=1e-3)
+    # consecutive identical releases compose as one long mechanism
+    assert crosscheck.rdp_epsilon([(1.5, 0.04, 1000), (1.5, 0.04, 1250)], 1e-5) == \
+        pytest.approx(7.3291, rel=1e-3)
+    # PLD is the tighter accountant: below RDP, within a few percent here
+    pld = crosscheck.pld_epsilon([(1.5, 0.04, 2250)], 1e-5)
+    assert 0.8 * 7.3291 < pld < 7.3291
+    assert crosscheck.rdp_epsilon([], 1e-5) == crosscheck.pld_epsilon([], 1e-5) == 0.0
+
+
+@pytest.mark.parametrize("history", [[(1.0, 0.25, 10)] * 3, [(0.9, 1.0, 2), (0.9, 0.5, 4)],
+                                     [(2.7, 1.0, 18)], [(5.0, 0.01, 10000)]])
+def test_independent_rdp_agrees_with_the_runs_accountant(history):
+    assert crosscheck.rdp_epsilon(history, 1e-5) == pytest.approx(
+        privacy.epsilon(history, 1e-5, "rdp"), rel=0.01)
+    assert crosscheck.pld_epsilon(history, 1e-5) == pytest.approx(
+        privacy.epsilon(history, 1e-5, "prv"), rel=0.05)
+
+
+BUDGET = 3.0
+RELEASE = (2.5, 0.5, 4)  # σ, q, steps of every release: ε 2.10, 2.93, 3.59 after 1, 2, 3
+
+
+def make_run(tmp_path, mode="record", clients=3, releases=2, egress=None):
+    """A run directory as `fedrec simulate` leaves it, with a ledger written by the real
+    accountant: `clients` devices with `releases` releases each (record), or one server
+    line per round (user)."""
+    run = tmp_path / "run"
+    (run / "privacy").mkdir(parents=True)
+    cfg = config.RunConfig(dataset="synthetic")
+    cfg.privacy = privacy.PrivacyConfig(mode=mode, epsilon=BUDGET, delta=1e-5)
+    config.save(cfg, run / "config.toml")
+    names = [f"c-{i:016x}" for i in range(clients)] if mode == "record" else ["server"]
+    rounds = []
+    for name in names:
+        for r in range(1, releases + 1):
+            eps = privacy.epsilon([RELEASE] * r, 1e-5, "rdp")
+            privacy.append_release(run / "privacy" / "ledger.jsonl", privacy.Release(
+                mode, name, r, *RELEASE, 1.0, 1e-5, "rdp", eps))
+    for r in range(1, releases + 1):
+        rounds.append({"round": r, "aggregated": True})
+    (run / "rounds.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rounds))
+    (run / "metrics.jsonl").write_text(json.dumps({"round": releases, "users": 10,
+                                                   "ndcg@10": 0.05}) + "\n")
+    (run / "metrics.json").write_text(json.dumps({"ndcg@10": 0.05}))
+    return run
+
+
+def ledger(run):
+    return [json.loads(t) for t in (run / "privacy" / "ledger.jsonl").read_text().splitlines()]
+
+
+def write(run, lines):
+    (run / "privacy" / "ledger.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def failures(report):
+    return [f["what"] for f in report["findings"] if f["severity"] == "failure"]
+
+
+def test_an_honest_record_level_run_passes_and_reports_the_spend(tmp_path):
+    report = audit(make_run(tmp_path))
+    assert report["verdict"] == "pass" and failures(report) == []
+    spent = report["spent"]
+    per_release = privacy.epsilon([RELEASE] * 2, 1e-5, "rdp")
+    assert spent["clients_released"] == 3 and spent["never_took_part"] == 7
+    assert spent["epsilon_max"] == pytest.approx(per_release)
+    # one more release would exceed ε = 3: every client is at its cap
+    assert privacy.epsilon([RELEASE] * 3, 1e-5, "rdp") > BUDGET
+    assert spent["clients_at_cap"] == 3
+    assert report["crosscheck"]["lines"] == 6 and report["crosscheck"]["max_difference_rdp"] < 0.01
+
+
+def test_an_edited_epsilon_is_caught(tmp_path):
+    run = make_run(tmp_path)
+    lines = ledger(run)
+    lines[1]["epsilon"] *= 0.9  # a device reporting less than it spent
+    write(run, lines)
+    assert any("not reproducible" in f for f in failures(audit(run)))
+
+
+def test_a_missing_line_is_caught(tmp_path):
+    run = make_run(tmp_path, releases=3)
+    write(run, [x for i, x in enumerate(ledger(run)) if i != 0])  # first release of client 0
+    report = audit(run)
+    assert report["verdict"] == "fail"
+    assert any("not reproducible" in f for f in failures(report))
+
+
+def test_a_release_after_the_budget_is_spent_is_caught(tmp_path):
+    run = make_run(tmp_path, clients=1, releases=2)
+    lines = ledger(run)
+    eps = privacy.epsilon([RELEASE] * 3, 1e-5, "rdp")
+    lines.append({**lines[-1], "round": 3, "epsilon": eps})  # honest ε, but over the budget
+    write(run, lines)
+    assert any("over its budget" in f for f in failures(audit(run)))
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("noise_multiplier", 0.0, "σ must be > 0"), ("sample_rate", 1.5, "q must be in (0, 1]"),
+    ("steps", 0, "steps must be an integer"), ("delta", 1e-3, "delta 0.001 differs"),
+])
+def test_impossible_parameters_are_caught(tmp_path, field, value, message):
+    run = make_run(tmp_path, clients=1)
+    lines = ledger(run)
+    lines[0][field] = value
+    write(run, lines)
+    assert any(message in f for f in failures(audit(run)))
+
+
+def test_a_decreasing_epsilon_and_a_duplicate_line(tmp_path):
+    run = make_run(tmp_path, clients=1)
+    lines = ledger(run)
+    write(run, [lines[0], lines[0], lines[1]])  # a crash artifact: one release, noted
+    report = audit(run)
+    assert report["verdict"] == "pass"
+    assert [f["severity"] for f in report["findings"]] == ["note"]
+    lines[1]["epsilon"] = lines[0]["epsilon"] / 2
+    write(run, lines)
+    assert any("decreases" in f for f in failures(audit(run)))
+
+
+def test_user_level_round_without_a_ledger_line_is_caught(tmp_path):
+    run = make_run(tmp_path, mode="user", releases=2)
+    assert audit(run)["verdict"] == "pass"
+    assert audit(run)["spent"]["epsilon"] == pytest.approx(
+        privacy.epsilon([RELEASE] * 2, 1e-5, "rdp"))
+    write(run, ledger(run)[:1])
+    assert any("round 2 was aggregated but has no ledger line" in f
+               for f in failures(audit(run)))
+
+
+def test_an_egress_log_outside_the_schema_fails_the_audit(tmp_path):
+    from fedrec.common.wire import WireSchema
+
+    run = make_run(tmp_path)
+    (run / "wire-schema.json").write_text(WireSchema(((2,),)).to_json())
+    entry = {"message_type": "evaluate", "error": None, "records": {
+        "evaluateres.loss": {"kind": "MetricRecord", "entries": {"loss": 0.5}},
+        "evaluateres.num_examples": {"kind": "MetricRecord", "entries": {"num_examples": 1}},
+        "evaluateres.metrics": {"kind": "ConfigRecord", "entries": {"hr@10": 1.0}},
+        "evaluateres.status": {"kind": "ConfigRecord",
+                               "entries": {"code": 0, "message": "Success"}}}}
+    (run / "egress.jsonl").write_text(json.dumps(entry) + "\n")
+    report = audit(run)
+    assert report["egress"]["messages"] == 1 and report["verdict"] == "pass"
+    entry["records"]["evaluateres.metrics"]["entries"]["email"] = "ada@example.com"
+    (run / "egress.jsonl").write_text(json.dumps(entry) + "\n")
+    assert any("egress log line 1: unexpected-key" in f for f in failures(audit(run)))
+
+
+class _Parser(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.images = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+
+def test_reports_render_as_markdown_html_and_json_with_plots(tmp_path):
+    run = make_run(tmp_path, clients=5)
+    report = audit(run)
+    md, *pngs = render(report, "md", run / "report.md")
+    text = md.read_text()
+    assert "**Verdict: PASS**" in text and "What ε means" in text and "record" in text
+    assert {p.name for p in pngs} == {"report-epsilon-by-round.png",
+                                      "report-epsilon-by-client.png"}
+    assert all(p.stat().st_size > 5000 for p in pngs)
+    page = render(report, "html", run / "report.html")[0].read_text()
+    parser = _Parser()
+    parser.feed(page)
+    assert {"html", "h1", "table", "img"} <= set(parser.tags)
+    assert all(src.startswith("data:image/png;base64,") for src in parser.images)
+    data = json.loads(render(report, "json", run / "report.json")[0].read_text())
+    assert data["verdict"] == "pass" and data["spent"]["clients_released"] == 5
+
+
+def test_a_sweep_is_audited_run_by_run_with_utility_against_epsilon(tmp_path):
+    for name in ("a", "b"):
+        make_run(tmp_path / name)
+    assert is_sweep(tmp_path / "a") and not is_sweep(tmp_path / "a" / "run")
+    report = audit_sweep(tmp_path / "a")  # one run inside
+    assert len(report["runs"]) == 1 and report["utility_vs_epsilon"][0]["ndcg@10"] == 0.05
+    files = render(report, "md", tmp_path / "sweep.md")
+    assert any(p.name == "sweep-utility-vs-epsilon.png" for p in files)
+
+
+def test_the_command_exits_1_on_a_failed_audit_and_names_the_failure(tmp_path, capsys):
+    from fedrec.cli.main import main
+
+    run = make_run(tmp_path)
+    main(["audit", str(run), "--format", "html"])
+    out = capsys.readouterr().out
+    assert "verdict: PASS" in out and (run / "report.html").exists()
+    lines = ledger(run)
+    lines[0]["epsilon"] = 0.1
+    write(run, lines)
+    with pytest.raises(SystemExit) as exited:
+        main(["audit", str(run)])
+    assert exited.value.code == 1
+    out = capsys.readouterr().out
+    assert "verdict: FAIL" in out and "not reproducible" in out
