@@ -17,7 +17,8 @@ import numpy as np
 
 from fedrec.common.privacy import RDP_ORDERS
 
-PLD_DISCRETIZATION = 1e-4  # dp-accounting's default: ε within ~0.1 % of the exact value
+PLD_FINE = 1e-4  # dp-accounting's default discretization: ε within ~0.1 % of the exact value
+PLD_COARSE = 1e-3  # 5x faster, ε a little pessimistic: for side-by-side values only
 
 
 def _quiet() -> None:
@@ -51,25 +52,28 @@ def rdp_epsilon(history, delta: float) -> float:
 
 
 @lru_cache(maxsize=1024)
-def _pld_epsilon(history: tuple, delta: float) -> float:
+def _pld_epsilon(history: tuple, delta: float, discretization: float) -> float:
     import dp_accounting
     from dp_accounting import pld
 
     _quiet()
-    accountant = pld.PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION)
+    accountant = pld.PLDAccountant(value_discretization_interval=discretization)
     for sigma, q, steps in history:
         accountant.compose(dp_accounting.PoissonSampledDpEvent(
             q, dp_accounting.GaussianDpEvent(sigma)), steps)
     return float(accountant.get_epsilon(delta))
 
 
-def pld_epsilon(history, delta: float) -> float:
+def pld_epsilon(history, delta: float, fine: bool = True) -> float:
     """ε after `history` at `delta`, by dp-accounting's privacy-loss distributions
-    (consecutive releases with the same (σ, q) are merged first)."""
+    (consecutive releases with the same (σ, q) are merged first); `fine=False` discretizes
+    10x coarser (faster, slightly pessimistic)."""
     merged: list[list] = []
     for s, q, n in history:
         if merged and merged[-1][:2] == [float(s), float(q)]:
             merged[-1][2] += int(n)
         else:
             merged.append([float(s), float(q), int(n)])
-    return _pld_epsilon(tuple(map(tuple, merged)), float(delta)) if merged else 0.0
+    if not merged:
+        return 0.0
+    return _pld_epsilon(tuple(map(tuple, merged)), float(delta), PLD_FINE if fine else PLD_COARSE)

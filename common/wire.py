@@ -26,6 +26,7 @@ import json
 import math
 import re
 from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -197,8 +198,10 @@ def _check_arrays(schema: WireSchema, entries: dict,
             out.append(Violation("array-shape", f"array {key}: shape {a.shape}, expected "
                                                 f"{tuple(schema.shapes[i])}"))
             continue
-        # max/min propagate NaN and are single passes without temporaries
-        hi, lo = (float(a.max()), float(a.min())) if a.size else (0.0, 0.0)
+        # max/min propagate NaN and are single passes without temporaries; an array known
+        # only by its log summary (a broadcast zero: all strides 0) has no values to scan
+        scan = a.size and (a.ndim == 0 or any(a.strides))
+        hi, lo = (float(a.max()), float(a.min())) if scan else (0.0, 0.0)
         if not (math.isfinite(hi) and math.isfinite(lo)):
             out.append(Violation("non-finite", f"array {key} holds NaN or inf"))
             continue
@@ -329,9 +332,14 @@ def _described(summary):
                   summary.get("declared_shape")) == ("numpy.ndarray", "", [])
         if not legacy or not NPY_HEADER_BYTES[0] <= overhead <= NPY_HEADER_BYTES[1]:
             return summary
-        return np.broadcast_to(np.zeros((), dtype), shape)
+        return _zero(dtype, shape)
     except (KeyError, TypeError, ValueError):
         return summary
+
+
+@lru_cache(maxsize=256)
+def _zero(dtype: np.dtype, shape: tuple) -> np.ndarray:
+    return np.broadcast_to(np.zeros((), dtype), shape)  # read-only, no memory: safe to share
 
 
 def _is_int(v) -> bool:
