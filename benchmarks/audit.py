@@ -3,6 +3,22 @@
     python benchmarks/audit.py time RUN_DIR          # seconds for the full audit (md + plots)
     python benchmarks/audit.py attack --dataset ml-100k --trials 200
 
+The run audited in docs/results.md was made with this config (dp-audit-run.toml):
+
+    dataset = "ml-100k"
+    [federation]
+    rounds = 50
+    clients_per_round = 50
+    strategy = "fedavgm"
+    eval_every = 10
+    eval_clients = 50
+    checkpoint_every = 10
+    [privacy]
+    mode = "record"
+    epsilon = 8.0
+
+    fedrec simulate --config dp-audit-run.toml --out RUN_DIR --egress-log RUN_DIR/egress.jsonl
+
 `time` runs `fedrec audit RUN_DIR` three times, each in a fresh process (imports included),
 and writes benchmarks/results/audit-time.json. `attack` runs the canary attack of
 `fedrec.simulation.attack` without protection, with record-level DP at ε = 1, 3 and 8 (one
