@@ -24,9 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from fedrec.common import privacy
-from fedrec.common.errors import RunDirError
+from fedrec.common.errors import ConfigError, RunDirError
+from fedrec.simulation import audit_mechanisms as mechanisms
+from fedrec.simulation.recorder import read_jsonl as _read_jsonl
 
 TOLERANCE = 0.01  # relative disagreement allowed between the ledger and dp-accounting
+PRV_ABSOLUTE = 0.005  # Opacus' PRV accountant is exact to ±0.002 in ε: small ε need slack
+ACCOUNTANTS_AGREE = 0.003  # Opacus and dp-accounting RDP differ by up to 0.2 %
+MAX_STEPS = 10**7  # more steps than any device takes: refused before any accountant runs
 REQUIRED = set(privacy.LEDGER_KEYS)
 
 
@@ -59,6 +64,12 @@ def audit(run_dir: Path, egress_log: Path | None = None) -> dict:
     checked = crosscheck(lines, p, findings) if p.enabled else []
     result["crosscheck"] = _crosscheck_summary(checked, p)
     result["spent"] = _spent(checked, p, result["clients_total"])
+    if p.enabled:
+        released = any(r.get("aggregated") and r.get("completed", 1) for r in rounds)
+        if released and not checked:
+            _fail(findings, "a DP run with aggregated rounds has no valid ledger line")
+        mechanisms.check(checked, p, fed, result["clients_total"], findings)
+        _check_devices(run_dir, checked, findings)
     if p.mode == "user":
         _check_user_rounds(checked, rounds, findings)
     result["egress"] = _egress(run_dir, egress_log, findings)
@@ -108,7 +119,8 @@ def _read_ledger(path: Path, findings: list) -> list[dict]:
             _fail(findings, "not a JSON line", number)
             continue
         if not isinstance(line, dict) or not REQUIRED <= set(line):
-            _fail(findings, f"missing keys {sorted(REQUIRED - set(line or {}))}", number)
+            keys = set(line) if isinstance(line, dict) else set()
+            _fail(findings, f"not a ledger entry (missing {sorted(REQUIRED - keys)})", number)
             continue
         key = json.dumps(line, sort_keys=True)
         if key in seen:
@@ -126,7 +138,10 @@ def _valid(line: dict, p, findings: list) -> bool:
     checks = [
         (_number(line["noise_multiplier"]) and line["noise_multiplier"] > 0, "σ must be > 0"),
         (_number(line["sample_rate"]) and 0 < line["sample_rate"] <= 1, "q must be in (0, 1]"),
-        (isinstance(line["steps"], int) and line["steps"] >= 1, "steps must be an integer ≥ 1"),
+        (_integer(line["steps"]) and 1 <= line["steps"] <= MAX_STEPS,
+         f"steps must be an integer in [1, {MAX_STEPS:g}]"),
+        (_integer(line["round"]) and line["round"] >= 0, "round must be an integer ≥ 0"),
+        (isinstance(line["client"], str) and line["client"], "client must be a name"),
         (_number(line["delta"]) and 0 < line["delta"] < 1, "δ must be in (0, 1)"),
         (_number(line["epsilon"]) and line["epsilon"] >= 0, "ε must be a number ≥ 0"),
     ]
@@ -148,6 +163,10 @@ def crosscheck(lines: list[dict], p, findings: list) -> list[dict]:
 
     by_client: dict[str, list[dict]] = {}
     for line in lines:
+        if p.mode == "user" and line["client"] != "server":
+            _fail(findings, f"a user-level ledger line from {line['client']!r}: only the server "
+                            "releases aggregates", line["line"])
+            continue
         by_client.setdefault(str(line["client"]), []).append(line)
     out = []
     for client, client_lines in by_client.items():
@@ -165,12 +184,13 @@ def crosscheck(lines: list[dict], p, findings: list) -> list[dict]:
                    if p.accountant == "prv" or last else None)
             reference = rdp if p.accountant == "rdp" else pld
             diff = abs(line["epsilon"] - reference) / max(reference, 1e-12)
+            slack = max(TOLERANCE * reference, PRV_ABSOLUTE if p.accountant == "prv" else 0.0)
             row = {"client": client, "round": line["round"], "line": line["line"],
                    "epsilon": line["epsilon"], "rdp": rdp, "pld": pld, "difference": diff,
                    "noise_multiplier": line["noise_multiplier"],
                    "sample_rate": line["sample_rate"], "steps": line["steps"]}
             out.append(row)
-            if diff > TOLERANCE:
+            if abs(line["epsilon"] - reference) > slack:
                 _fail(findings, f"ε {line['epsilon']:.4g} of client {client} in round "
                                 f"{line['round']} is not reproducible: dp-accounting "
                                 f"({'RDP' if p.accountant == 'rdp' else 'PLD'}) gives "
@@ -182,10 +202,11 @@ def crosscheck(lines: list[dict], p, findings: list) -> list[dict]:
                 _fail(findings, f"client {client}: round {line['round']} again after round "
                                 f"{last_round} (a resumed run redoing rounds; charged again)",
                       line["line"], severity="note")
-            if line["epsilon"] > p.epsilon * (1 + 1e-9):
+            spent = max(line["epsilon"], reference / (1 + ACCOUNTANTS_AGREE))
+            if spent > p.epsilon * (1 + 1e-9):
                 _fail(findings, f"client {client} released in round {line['round']} at ε "
-                                f"{line['epsilon']:.4g}, over its budget {p.epsilon:g}",
-                      line["line"])
+                                f"{spent:.4g} (ledger {line['epsilon']:.4g}, dp-accounting "
+                                f"{reference:.4g}), over its budget {p.epsilon:g}", line["line"])
             last_eps, last_round = line["epsilon"], line["round"]
     return out
 
@@ -208,7 +229,8 @@ def _spent(rows: list[dict], p, clients_total: int | None) -> dict:
     if not p.enabled:
         return {"unit": "off"}
     if p.mode == "user":
-        by_round = [[r["round"], r["epsilon"], r["noise_multiplier"]] for r in rows]
+        by_round = [[r["round"], r["epsilon"], r["noise_multiplier"]] for r in rows
+                    if r["client"] == "server"]
         return {"unit": "user", "epsilon": by_round[-1][1] if by_round else 0.0,
                 "budget": p.epsilon, "epsilon_by_round": by_round}
     final: dict[str, float] = {}
@@ -251,8 +273,45 @@ def _would_exceed(history, p) -> bool:
     return epsilon([*history, history[-1]], p.delta) > p.epsilon
 
 
+def _check_devices(run_dir: Path, rows: list[dict], findings: list) -> None:
+    """Where the run directory holds the simulated devices' own accounts
+    (`clients/*/privacy.json`, `identity.json`), every release a device charged must have its
+    ledger line — only the last may be missing, if the device crashed before writing it."""
+    devices = sorted((run_dir / "clients").glob("*/privacy.json"))
+    if not devices:
+        return
+    lines: dict[str, int] = {}
+    for r in rows:
+        lines[r["client"]] = lines.get(r["client"], 0) + 1
+    known, short = set(), []
+    for account in devices:
+        identity = account.parent / "identity.json"
+        try:
+            state = json.loads(account.read_text())
+            name = json.loads(identity.read_text())["pseudonym"]
+        except (OSError, ValueError, KeyError):
+            _fail(findings, f"{account.parent.name}: unreadable device account or identity")
+            continue
+        known.add(name)
+        last = state.get("last") or {}
+        expected = len(state.get("history", [])) - (0 if last.get("logged", True) else 1)
+        if lines.get(name, 0) < expected:
+            short.append((name, len(state.get("history", [])), lines.get(name, 0)))
+    unknown = sorted(set(lines) - known)
+    for name in unknown:
+        _fail(findings, f"ledger client {name} is no device of this run (a rotated pseudonym, "
+                        "or a forged line)", severity="warning")
+    # a rotated device's earlier lines carry its old name: a shortfall they can cover is a
+    # warning, one they cannot is a failure
+    covered = sum(lines[n] for n in unknown)
+    missing = sum(charged - found for _, charged, found in short)
+    for name, charged, found in short:
+        _fail(findings, f"device {name} charged {charged} releases; the ledger has {found}",
+              severity="failure" if missing > covered else "warning")
+
+
 def _check_user_rounds(rows: list[dict], rounds: list[dict], findings: list) -> None:
-    charged = {r["round"] for r in rows}
+    charged = {r["round"] for r in rows if r["client"] == "server"}
     for r in rounds:
         if r.get("aggregated") and r["round"] not in charged:
             _fail(findings, f"round {r['round']} was aggregated but has no ledger line")
@@ -264,12 +323,14 @@ def _egress(run_dir: Path, egress_log: Path | None, findings: list) -> dict | No
     path = egress_log or (run_dir / "egress.jsonl")
     schema_path = run_dir / "wire-schema.json"
     if not Path(path).exists():
+        if egress_log is not None:
+            raise ConfigError(f"--egress-log {egress_log}: no such file")
         return None
     if not schema_path.exists():
         _fail(findings, "the run has an egress log but no wire-schema.json to check it against")
         return None
     schema = wire.WireSchema.from_json(schema_path.read_text())
-    entries = [json.loads(t) for t in Path(path).read_text().splitlines() if t.strip()]
+    entries = _read_jsonl(Path(path))  # a torn last line (a killed client) is skipped
     summary = wire.check_log(entries, schema)
     for number, code, _detail in summary["violations"][:50]:
         _fail(findings, f"egress log line {number}: {code} (outside the wire schema)")
@@ -293,14 +354,12 @@ def _utility(run_dir: Path) -> dict | None:
     return {k: final[k] for k in ("ndcg@10", "hr@10", "recall@20", "mrr@10") if k in final}
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(t) for t in path.read_text().splitlines() if t.strip()]
-
-
 def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _integer(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def is_sweep(path: Path) -> bool:

@@ -22,8 +22,9 @@ def test_auc_and_tpr_by_hand():
     assert attack.auc(np.array([3, 4]), np.array([1, 2])) == 1.0
     assert attack.auc(np.array([1, 3]), np.array([2, 2])) == 0.5  # one pair each way
     assert attack.auc(np.array([2]), np.array([2])) == 0.5  # ties count half
-    negatives = np.arange(100.0)  # the 1 % threshold is 99: only scores above it count
-    assert attack.tpr_at_fpr(np.array([99.5, 50, 100]), negatives, 0.01) == pytest.approx(2 / 3)
+    negatives = np.arange(100.0)  # at 1 % FPR one negative (99) may score above the threshold
+    assert attack.tpr_at_fpr(np.array([98.5, 50, 100]), negatives, 0.01) == pytest.approx(2 / 3)
+    assert attack.tpr_at_fpr(np.array([98.5]), negatives, 0.0) == 0.0
 
 
 @pytest.fixture(scope="module")
@@ -54,5 +55,8 @@ def test_the_attack_has_power_without_protection_and_none_under_dp(toy):
     assert plain["canary_auc"] > 0.9 and plain["correct"] >= plain["guesses"] - 1
     assert plain["epsilon_lower_bound"] > 1.0  # it refutes any claim of ε <= 1 ...
     assert private["epsilon_lower_bound"] <= 1.0  # ... which DP at ε = 1 keeps
+    assert private["canary_auc"] < 0.8 < plain["canary_auc"]
+    assert plain["max_provable_epsilon"] == pytest.approx(
+        attack.epsilon_lower_bound(plain["guesses"], plain["guesses"]))
     assert plain["member_item_auc"] > 0.6
     assert "| none |" in attack.table(report)

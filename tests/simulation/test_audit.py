@@ -34,24 +34,37 @@ def test_independent_rdp_agrees_with_the_runs_accountant(history):
 
 BUDGET = 3.0
 RELEASE = (2.5, 0.5, 4)  # σ, q, steps of every release: ε 2.10, 2.93, 3.59 after 1, 2, 3
+USER_RELEASE = (2.5, 1.0, 1)  # one aggregate of all 10 clients (q = m/N = 1): ε 1.69, 2.48
 
 
-def make_run(tmp_path, mode="record", clients=3, releases=2, egress=None):
+def make_run(tmp_path, mode="record", clients=3, releases=2, devices=False, accountant="rdp",
+             sigma=None):
     """A run directory as `fedrec simulate` leaves it, with a ledger written by the real
     accountant: `clients` devices with `releases` releases each (record), or one server
     line per round (user)."""
     run = tmp_path / "run"
     (run / "privacy").mkdir(parents=True)
-    cfg = config.RunConfig(dataset="synthetic")
-    cfg.privacy = privacy.PrivacyConfig(mode=mode, epsilon=BUDGET, delta=1e-5)
+    release = RELEASE if mode == "record" else USER_RELEASE
+    if sigma is not None:
+        release = (sigma, *release[1:])
+    cfg = config.RunConfig(dataset="synthetic")  # 2 local epochs: q = 1/2 means 4 steps
+    cfg.privacy = privacy.PrivacyConfig(mode=mode, epsilon=BUDGET, delta=1e-5,
+                                        noise_multiplier=release[0], accountant=accountant)
     config.save(cfg, run / "config.toml")
     names = [f"c-{i:016x}" for i in range(clients)] if mode == "record" else ["server"]
     rounds = []
-    for name in names:
+    for i, name in enumerate(names):
         for r in range(1, releases + 1):
-            eps = privacy.epsilon([RELEASE] * r, 1e-5, "rdp")
+            eps = privacy.epsilon([release] * r, 1e-5, accountant)
             privacy.append_release(run / "privacy" / "ledger.jsonl", privacy.Release(
-                mode, name, r, *RELEASE, 1.0, 1e-5, "rdp", eps))
+                mode, name, r, *release, 1.0, 1e-5, accountant, eps))
+        if devices and mode == "record":  # the simulated device's own account and identity
+            device = run / "clients" / f"{i:06d}"
+            device.mkdir(parents=True)
+            (device / "identity.json").write_text(json.dumps({"pseudonym": name}))
+            (device / "privacy.json").write_text(json.dumps({
+                "history": [[*release, r] for r in range(1, releases + 1)],
+                "last": {"round": releases, "logged": True}}))
     for r in range(1, releases + 1):
         rounds.append({"round": r, "aggregated": True})
     (run / "rounds.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rounds))
@@ -139,7 +152,7 @@ def test_user_level_round_without_a_ledger_line_is_caught(tmp_path):
     run = make_run(tmp_path, mode="user", releases=2)
     assert audit(run)["verdict"] == "pass"
     assert audit(run)["spent"]["epsilon"] == pytest.approx(
-        privacy.epsilon([RELEASE] * 2, 1e-5, "rdp"))
+        privacy.epsilon([USER_RELEASE] * 2, 1e-5, "rdp"))
     write(run, ledger(run)[:1])
     assert any("round 2 was aggregated but has no ledger line" in f
                for f in failures(audit(run)))
@@ -218,3 +231,53 @@ def test_the_command_exits_1_on_a_failed_audit_and_names_the_failure(tmp_path, c
     assert exited.value.code == 1
     out = capsys.readouterr().out
     assert "verdict: FAIL" in out and "not reproducible" in out
+
+
+def test_a_deleted_last_line_is_caught_against_the_devices_accounts(tmp_path):
+    run = make_run(tmp_path, devices=True)
+    assert audit(run)["verdict"] == "pass"
+    write(run, ledger(run)[:-1])  # client 2's last release: nothing after it to disagree
+    assert any("charged 2 releases; the ledger has 1" in f for f in failures(audit(run)))
+    write(run, [])
+    assert any("has no valid ledger line" in f for f in failures(audit(run)))
+
+
+def test_an_edited_sigma_with_a_recomputed_epsilon_is_caught(tmp_path):
+    run = make_run(tmp_path, clients=1)
+    lines = ledger(run)
+    lines[1]["noise_multiplier"] = 40.0  # then "repair" ε to what dp-accounting would say
+    lines[1]["epsilon"] = privacy.epsilon([RELEASE, (40.0, *RELEASE[1:])], 1e-5, "rdp")
+    write(run, lines)
+    found = failures(audit(run))
+    assert any("σ changed from 2.5 to 40" in f for f in found)
+    assert any("the run fixed σ = 2.5" in f for f in found)
+
+
+def test_a_user_level_line_from_another_client_is_caught(tmp_path):
+    run = make_run(tmp_path, mode="user", releases=2)
+    lines = ledger(run)
+    lines[1]["client"] = "c-aaaa"
+    write(run, lines)
+    found = failures(audit(run))
+    assert any("only the server releases aggregates" in f for f in found)
+    assert any("round 2 was aggregated but has no ledger line" in f for f in found)
+
+
+def test_malformed_lines_are_findings_not_crashes(tmp_path):
+    run = make_run(tmp_path, clients=1)
+    lines = ledger(run)
+    lines[0]["round"] = "1"
+    (run / "privacy" / "ledger.jsonl").write_text(
+        "5\n[[1]]\n" + "".join(json.dumps(x) + "\n" for x in lines))
+    with open(run / "rounds.jsonl", "a") as fh:
+        fh.write('{"round": 3, "aggreg')  # a torn last line, as a killed run leaves it
+    found = failures(audit(run))
+    assert sum("not a ledger entry" in f for f in found) == 2
+    assert any("round must be an integer" in f for f in found)
+
+
+def test_an_honest_prv_ledger_with_small_epsilon_passes(tmp_path):
+    run = make_run(tmp_path, clients=1, releases=2, accountant="prv", sigma=8.0)
+    report = audit(run)
+    assert report["verdict"] == "pass", failures(report)
+    assert report["spent"]["epsilon_max"] < 1.0  # where ±0.002 of PRV is over 0.2 %
