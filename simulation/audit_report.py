@@ -126,12 +126,19 @@ def _run_markdown(r: dict, images: dict[str, str], level: int) -> list[str]:
     h = "#" * level
     p, spent, check = r["promise"], r["spent"], r["crosscheck"]
     failures = [f for f in r["findings"] if f["severity"] == "failure"]
+    if failures:
+        summary = f"{len(failures)} failure(s), listed under Findings."
+    elif p["unit"] == "off":
+        summary = "no differential privacy was promised, so there is no budget to check"
+        summary += (", and every outgoing message matched the allow-list." if r["egress"]
+                    else ".")
+    else:
+        summary = ("every ledger entry is reproducible by an independent accountant, describes "
+                   "the mechanism this run runs, and stays within the budget"
+                   + (", and every outgoing message matched the allow-list." if r["egress"]
+                      else "."))
     out = [f"{h} Privacy audit of `{r['run']}`", "",
-           f"**Verdict: {r['verdict'].upper()}** — "
-           + (f"{len(failures)} failure(s), listed under Findings." if failures else
-              "every ε is reproducible by an independent accountant, no release exceeded the "
-              "budget" + (", and every outgoing message matched the allow-list."
-                          if r["egress"] else "."))
+           f"**Verdict: {r['verdict'].upper()}** — " + summary
            , "", MEANING, "", UNIT[p["unit"]], "", f"{h}# What was promised", ""]
     out += _table(["", ""], [[k.replace("_", " "), _num(v)] for k, v in p.items()
                              if v is not None])
@@ -139,7 +146,8 @@ def _run_markdown(r: dict, images: dict[str, str], level: int) -> list[str]:
     if spent["unit"] == "user":
         out += [f"The federation spent **ε = {spent['epsilon']:.3f}** (user-level, δ = "
                 f"{p['delta']:g}) of its budget {spent['budget']:g} over "
-                f"{len(spent['epsilon_by_round'])} aggregated rounds."]
+                f"{len(spent['epsilon_by_round'])} releases (aggregated rounds, redone rounds "
+                "counted again)."]
     elif spent["unit"] == "record":
         never = spent["never_took_part"]
         out += [f"{spent['clients_released']} clients released updates"
@@ -157,7 +165,7 @@ def _run_markdown(r: dict, images: dict[str, str], level: int) -> list[str]:
             out += ["", f"![{title}]({images[key]})"]
     if check.get("lines"):
         out += ["", f"{h}# Independent cross-check", "",
-                f"All {check['lines']} ledger entries were recomputed from their logged σ, q, "
+                f"All {check['lines']} valid ledger entries were recomputed from their logged σ, q, "
                 f"steps and δ with Google's dp-accounting (RDP; PLD for "
                 f"{check['pld_lines']} of them). Largest difference to the run's numbers: "
                 f"{check['max_difference_rdp']:.2%} against RDP"
