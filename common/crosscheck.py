@@ -47,8 +47,23 @@ def rdp_epsilon(history, delta: float) -> float:
 
     if not history:
         return 0.0
+    if not hasattr(rdp, "_compute_rdp_poisson_subsampled_gaussian"):  # not in this version:
+        return _rdp_epsilon_public(tuple(map(tuple, history)), float(delta))  # slower, same ε
     total = sum(_rdp_per_step(float(s), float(q)) * int(n) for s, q, n in history)
     return float(rdp.compute_epsilon(RDP_ORDERS, total, delta)[0])
+
+
+@lru_cache(maxsize=4096)
+def _rdp_epsilon_public(history: tuple, delta: float) -> float:
+    import dp_accounting
+    from dp_accounting import rdp
+
+    _quiet()
+    accountant = rdp.RdpAccountant(orders=list(RDP_ORDERS))
+    for sigma, q, steps in history:
+        accountant.compose(dp_accounting.PoissonSampledDpEvent(
+            q, dp_accounting.GaussianDpEvent(sigma)), int(steps))
+    return float(accountant.get_epsilon(delta))
 
 
 @lru_cache(maxsize=1024)

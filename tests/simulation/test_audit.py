@@ -21,6 +21,9 @@ def test_independent_accountant_reproduces_published_values():
     pld = crosscheck.pld_epsilon([(1.5, 0.04, 2250)], 1e-5)
     assert 0.8 * 7.3291 < pld < 7.3291
     assert crosscheck.rdp_epsilon([], 1e-5) == crosscheck.pld_epsilon([], 1e-5) == 0.0
+    # the public-API path (for dp-accounting versions without the per-step helper) agrees
+    assert crosscheck._rdp_epsilon_public(((1.0, 0.25, 30),), 1e-5) == pytest.approx(
+        crosscheck.rdp_epsilon([(1.0, 0.25, 30)], 1e-5), rel=1e-9)
 
 
 @pytest.mark.parametrize("history", [[(1.0, 0.25, 10)] * 3, [(0.9, 1.0, 2), (0.9, 0.5, 4)],
