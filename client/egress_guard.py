@@ -30,7 +30,6 @@ import numpy as np
 
 from fedrec.common import wire
 
-SECAGG_CONFIGS = "secaggplus_configs"  # flwr.common.secure_aggregation.secaggplus_constants
 log = logging.getLogger("fedrec.egress")
 
 
@@ -77,7 +76,7 @@ def _check(schema, msg, context, reply) -> list[wire.Violation]:
     if "partition-id" in node and "num-partitions" in node:  # set by Flower's simulation engine
         rules = replace(rules, partition_id=int(node["partition-id"]))
     message_type = msg.metadata.message_type
-    if message_type == "train" and rules.secagg and SECAGG_CONFIGS not in msg.content:
+    if message_type == "train" and rules.secagg and wire.SECAGG_RECORD not in msg.content:
         return [wire.Violation("plain-update", "this run sends updates only under SecAgg+")]
     received = None
     if message_type == "train" and "fitins.parameters" in msg.content:

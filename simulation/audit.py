@@ -26,6 +26,7 @@ import numpy as np
 from fedrec.common import privacy
 from fedrec.common.errors import ConfigError, RunDirError
 from fedrec.simulation import audit_mechanisms as mechanisms
+from fedrec.simulation.audit_mechanisms import fail as _fail
 from fedrec.simulation.recorder import read_jsonl as _read_jsonl
 
 TOLERANCE = 0.01  # relative disagreement allowed between the ledger and dp-accounting
@@ -98,10 +99,6 @@ def _run_config(path: Path) -> dict:
         raise ConfigError(f"{path}: not a fedrec run config ({exc})") from None
     data.setdefault("federation", {})
     return data
-
-
-def _fail(findings: list, what: str, line: int | None = None, severity: str = "failure"):
-    findings.append({"severity": severity, "what": what, "line": line})
 
 
 def _read_ledger(path: Path, findings: list) -> list[dict]:

@@ -31,7 +31,8 @@ def check(rows: list[dict], p, fed: dict, clients_total: int | None, findings: l
         _user([r for r in rows if r["client"] == "server"], p, fed, clients_total, findings)
 
 
-def _fail(findings, what, line=None, severity="failure"):
+def fail(findings: list, what: str, line: int | None = None, severity: str = "failure"):
+    """Add a finding: severity 'failure' (fails the audit), 'warning' or 'note'."""
     findings.append({"severity": severity, "what": what, "line": line})
 
 
@@ -54,17 +55,17 @@ def _record(rows, p, fed, clients_total, findings) -> None:
     for r in rows:
         k = round(1 / r["sample_rate"])
         if abs(1 / r["sample_rate"] - k) > 1e-6 * k or r["steps"] != epochs * k:
-            _fail(findings, f"client {r['client']} round {r['round']}: q = {r['sample_rate']:g} "
+            fail(findings, f"client {r['client']} round {r['round']}: q = {r['sample_rate']:g} "
                             f"and {r['steps']} steps are no DP-SGD plan (q = 1/k batches, "
                             f"steps = {epochs}·k)", r["line"])
         head = first.setdefault(r["client"], r)
         if p.noise_multiplier and not math.isclose(r["noise_multiplier"], p.noise_multiplier,
                                                    rel_tol=1e-9):
-            _fail(findings, f"client {r['client']} round {r['round']}: σ "
+            fail(findings, f"client {r['client']} round {r['round']}: σ "
                             f"{r['noise_multiplier']:g}, but the run fixed σ = "
                             f"{p.noise_multiplier:g}", r["line"])
         if r["noise_multiplier"] != head["noise_multiplier"]:
-            _fail(findings, f"client {r['client']}: σ changed from {head['noise_multiplier']:g} "
+            fail(findings, f"client {r['client']}: σ changed from {head['noise_multiplier']:g} "
                             f"to {r['noise_multiplier']:g} in round {r['round']} (a device "
                             "keeps its σ)", r["line"])
     for client, head in first.items():
@@ -76,7 +77,7 @@ def _record(rows, p, fed, clients_total, findings) -> None:
             checked_sigma[key] = _spends_budget(sigma, head["sample_rate"],
                                                 planned * head["steps"], p)
         if not checked_sigma[key]:
-            _fail(findings, f"client {client}: σ {sigma:g} at q = {head['sample_rate']:g} does "
+            fail(findings, f"client {client}: σ {sigma:g} at q = {head['sample_rate']:g} does "
                             f"not spend the budget ε = {p.epsilon:g} over the {planned} planned "
                             "participations: not the σ this run derives", head["line"])
 
@@ -88,20 +89,20 @@ def _user(rows, p, fed, clients_total, findings) -> None:
     m = min(cohort, clients_total) if clients_total else cohort
     for r in rows:
         if r["steps"] != 1:
-            _fail(findings, f"round {r['round']}: {r['steps']} steps; an aggregate is one",
+            fail(findings, f"round {r['round']}: {r['steps']} steps; an aggregate is one",
                   r["line"])
     qs = {r["sample_rate"] for r in rows}
     if len(qs) > 1 or (clients_total and not math.isclose(qs.pop(), m / clients_total,
                                                           rel_tol=1e-9)):
-        _fail(findings, f"sampling rates {sorted({r['sample_rate'] for r in rows})}: expected "
+        fail(findings, f"sampling rates {sorted({r['sample_rate'] for r in rows})}: expected "
                         f"one, m/N = {m}/{clients_total}")
     reference = p.noise_multiplier or max(r["noise_multiplier"] for r in rows)
     if not p.noise_multiplier and not _spends_budget(reference, rows[0]["sample_rate"],
                                                      int(fed.get("rounds", 1)), p):
-        _fail(findings, f"σ {reference:g} does not spend the budget ε = {p.epsilon:g} over "
+        fail(findings, f"σ {reference:g} does not spend the budget ε = {p.epsilon:g} over "
                         f"{fed.get('rounds')} rounds: not the σ this run derives")
     for r in rows:
         reported = (r["noise_multiplier"] / reference) ** 2 * m
         if not (0.5 <= reported <= m + 1e-6 and abs(reported - round(reported)) < 1e-6):
-            _fail(findings, f"round {r['round']}: σ {r['noise_multiplier']:g} is no σ·√(m′/m) "
+            fail(findings, f"round {r['round']}: σ {r['noise_multiplier']:g} is no σ·√(m′/m) "
                             f"of σ = {reference:g} for a cohort of {m}", r["line"])
