@@ -11,7 +11,6 @@ from fedrec.client.budget import PrivacyAccount, digest
 from fedrec.client.data import DataSpec
 from fedrec.common import privacy
 from fedrec.common.config import FederationConfig
-from fedrec.common.data import files, synthetic
 from fedrec.common.model import FedRecModel, ModelConfig
 from fedrec.common.train import TrainConfig
 
@@ -34,14 +33,10 @@ def test_charges_persist_and_compose(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def spec(tmp_path_factory):
-    root = tmp_path_factory.mktemp("home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FEDREC_HOME", str(root))
-    data = synthetic.generate(num_users=6, num_items=40, interactions_per_user=25, name="dev")
-    files.save_dir(data, root / "datasets" / "dev")
-    yield DataSpec("dev", 0.1, 0, "all-MiniLM-L6-v2")
-    mp.undo()
+def spec(tmp_path_factory, synthetic_home):
+    with synthetic_home(tmp_path_factory.mktemp("home"), "dev", num_users=6, num_items=40,
+                        interactions_per_user=25):
+        yield DataSpec("dev", 0.1, 0, "all-MiniLM-L6-v2")
 
 
 def device(spec, tmp_path, **dp_settings):

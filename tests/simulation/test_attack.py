@@ -28,22 +28,16 @@ def test_auc_and_tpr_by_hand():
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
+def toy(tmp_path_factory, synthetic_home):
     from fedrec.common import config
-    from fedrec.common.data import files, synthetic
     from fedrec.common.model import ModelConfig
 
-    root = tmp_path_factory.mktemp("home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FEDREC_HOME", str(root))
-    data = synthetic.generate(num_users=40, num_items=80, interactions_per_user=20, name="toy")
-    files.save_dir(data, root / "datasets" / "toy")
-    cfg = config.RunConfig(dataset="toy", fedrec=ModelConfig(dim=16, num_experts=2,
-                                                             max_history=21, num_layers=1,
-                                                             dropout=0.0))
-    cfg.privacy.negatives = 10
-    yield cfg.validate()
-    mp.undo()
+    with synthetic_home(tmp_path_factory.mktemp("home"), "toy", num_users=40, num_items=80,
+                        interactions_per_user=20):
+        cfg = config.RunConfig(dataset="toy", fedrec=ModelConfig(
+            dim=16, num_experts=2, max_history=21, num_layers=1, dropout=0.0))
+        cfg.privacy.negatives = 10
+        yield cfg.validate()
 
 
 @pytest.mark.slow

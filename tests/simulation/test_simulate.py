@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from fedrec.common import config, privacy
-from fedrec.common.data import files, synthetic
 from fedrec.common.model import FedRecModel, ModelConfig
 from fedrec.common.train import TrainConfig
 from fedrec.simulation.recorder import read_jsonl
@@ -23,14 +22,10 @@ USERS = 40
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    root = tmp_path_factory.mktemp("home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FEDREC_HOME", str(root))
-    data = synthetic.generate(num_users=USERS, num_items=60, interactions_per_user=20, name="fed")
-    files.save_dir(data, root / "datasets" / "fed")
-    yield root
-    mp.undo()
+def home(tmp_path_factory, synthetic_home):
+    with synthetic_home(tmp_path_factory.mktemp("home"), "fed", num_users=USERS, num_items=60,
+                        interactions_per_user=20) as root:
+        yield root
 
 
 def kill_run_when(cfg: config.RunConfig, run, condition, timeout: float = 300.0) -> None:
