@@ -17,9 +17,20 @@ def simulate(
     config: Annotated[Path | None, typer.Option(help="A config.toml to start from.")] = None,
     rounds: Annotated[int | None, typer.Option(help="Federated rounds.")] = None,
     clients_per_round: Annotated[int | None, typer.Option(help="Clients sampled per round.")] = None,
-    local_epochs: Annotated[int | None, typer.Option(help="Local epochs per round.")] = None,
-    strategy: Annotated[str | None, typer.Option(help="fedavg, fedavgm, fedadam or fedprox.")] = None,
+    recipe: Annotated[str | None, typer.Option(
+        help="'fedsgd' (the default: reconstruct the personal vector, one local SGD step, "
+        "Adam on the server) or 'local-adam' (the first recipe: 2 local Adam epochs, FedAvgM).")] = None,
+    local_optimizer: Annotated[str | None, typer.Option(help="sgd or adam (see --recipe).")] = None,
+    local_steps: Annotated[int | None, typer.Option(help="sgd: local steps per visit.")] = None,
+    local_epochs: Annotated[int | None, typer.Option(help="adam: local epochs per visit.")] = None,
+    reconstruct_steps: Annotated[int | None, typer.Option(
+        help="Personal-vector reconstruction steps (head frozen) per visit and evaluation.")] = None,
+    strategy: Annotated[str | None, typer.Option(
+        help="fedavg, fedavgm, fedadam, fedyogi or fedprox.")] = None,
     server_lr: Annotated[float | None, typer.Option(help="Server learning rate.")] = None,
+    engine: Annotated[str | None, typer.Option(
+        help="auto, batched (a round's training as one computation; plain runs) or ray "
+        "(Flower's engine, one message per client; every feature).")] = None,
     eval_every: Annotated[int | None, typer.Option(help="Evaluate every N rounds.")] = None,
     eval_clients: Annotated[int | None, typer.Option(help="Federated-evaluation cohort (0: all).")] = None,
     fail_rate: Annotated[float | None, typer.Option(help="Seeded share of clients that fail while training.")] = None,
@@ -53,6 +64,9 @@ def simulate(
     from fedrec.common.experiment import HEADLINE
     from fedrec.simulation.run import simulate as run
 
+    if recipe is not None and recipe not in RECIPES:
+        raise typer.BadParameter(f"'{recipe}'; expected one of {sorted(RECIPES)}",
+                                 param_hint="--recipe")
     if resume is not None:
         final = run(None, resume, resume=True, verbose=verbose, egress_log=egress_log)
         out = resume
@@ -60,12 +74,14 @@ def simulate(
         cfg = cfgmod.load(config) if config else cfgmod.RunConfig()
         cfg = replace(cfg, dataset=dataset, seed=seed, encoder=encoder, model="fedrec")
         overrides = {"rounds": rounds, "clients_per_round": clients_per_round,
-                     "local_epochs": local_epochs, "strategy": strategy, "server_lr": server_lr,
+                     "local_optimizer": local_optimizer, "local_steps": local_steps,
+                     "local_epochs": local_epochs, "reconstruct_steps": reconstruct_steps,
+                     "engine": engine, "strategy": strategy, "server_lr": server_lr,
                      "eval_every": eval_every, "eval_clients": eval_clients,
                      "fail_rate": fail_rate, "secagg_dropout": secagg_dropout,
                      "secagg": secagg or None}
-        cfg.federation = replace(cfg.federation,
-                                 **{k: v for k, v in overrides.items() if v is not None})
+        cfg.federation = replace(cfg.federation, **{
+            **RECIPES.get(recipe or "", {}), **{k: v for k, v in overrides.items() if v is not None}})
         dp_overrides = {"mode": dp, "epsilon": epsilon, "delta": delta, "accountant": accountant,
                         "noise_multiplier": noise_multiplier, "max_grad_norm": max_grad_norm}
         cfg.privacy = replace(cfg.privacy,
@@ -84,6 +100,16 @@ def simulate(
         typer.echo(f"profiles on devices: {a['generalization']} (k = {a['k']}, target "
                    f"{a['k_target']})")
     typer.echo(f"{final['rounds']} rounds; run written to {out}")
+
+
+# named sets of [federation] settings; single flags override them
+RECIPES = {
+    "fedsgd": {"local_optimizer": "sgd", "local_steps": 1, "local_lr": 1.0,
+               "reconstruct_steps": 2, "reconstruct_lr": 0.05, "strategy": "fedadam",
+               "server_lr": 3e-3},
+    "local-adam": {"local_optimizer": "adam", "local_epochs": 2, "reconstruct_steps": 0,
+                   "strategy": "fedavgm", "server_lr": 1.0, "server_momentum": 0.9},
+}
 
 
 def _privacy_line(p: dict) -> str:

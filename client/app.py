@@ -45,16 +45,28 @@ class ClientSettings:
     ledger_path: str = ""  # where this device appends its releases (record-level DP)
     update_bound: float = 0.0  # SecAgg+: clip the outgoing update to this norm (0: no clip)
     schema: wire.WireSchema = field(default_factory=lambda: wire.WireSchema(()))  # what may leave
+    store_fsync: bool = True  # False for simulated devices (see `PersonalStore`)
 
 
 class InjectedFailure(RuntimeError):
     """Raised by clients chosen by --fail-rate, to exercise the failure path."""
 
 
+def injected_failure(fed: FederationConfig, seed: int, round_: int, user: int) -> bool:
+    """Whether `--fail-rate` makes this client fail in this round (seeded, engine-independent)."""
+    return fed.fail_rate > 0 and (
+        np.random.default_rng([seed, round_, 1, user, 0]).random() < fed.fail_rate)
+
+
+def reply_metrics(loss: float, schema: wire.WireSchema) -> dict:
+    """The metrics of a plain training reply: the local loss, where the run's schema allows it."""
+    return {"loss": loss} if schema.send_loss else {}
+
+
 class FedRecClient(NumPyClient):
     def __init__(self, settings: ClientSettings, user: int):
         self.settings, self.user = settings, user
-        self.store = PersonalStore(Path(settings.store_root) / f"{user:06d}")
+        self.store = PersonalStore(Path(settings.store_root) / f"{user:06d}", settings.store_fsync)
 
     def get_properties(self, config):
         """Only the simulation's partition index, used to sample reproducibly."""
@@ -63,9 +75,8 @@ class FedRecClient(NumPyClient):
     def fit(self, parameters, config):
         s, round_ = self.settings, int(config["server_round"])
         seed = int(config["seed"])
-        if s.federation.fail_rate > 0:
-            if np.random.default_rng([seed, round_, 1, self.user, 0]).random() < s.federation.fail_rate:
-                raise InjectedFailure(f"injected failure in round {round_}")
+        if injected_failure(s.federation, seed, round_, self.user):
+            raise InjectedFailure(f"injected failure in round {round_}")
         keep_from = int(config["checkpoint_round"])
         if s.privacy.mode == "record":
             shared, weight, metrics = self._fit_record(parameters, round_, keep_from)
@@ -83,16 +94,21 @@ class FedRecClient(NumPyClient):
 
     def _fit_plain(self, parameters, round_: int, seed: int, keep_from: int):
         """Local training without DP, or user-level DP (clip + noise share) on top of it."""
-        s = self.settings
-        proximal_mu = s.federation.proximal_mu if s.federation.strategy == "fedprox" else 0.0
-        shared, personal, num_examples, loss = local.fit_local(
-            s.model, s.train, data.catalog_embeddings(s.data), parameters,
-            self.store.load(before_round=round_), data.user_partition(s.data, self.user),
-            epochs=s.federation.local_epochs,
-            seed=int(np.random.default_rng([seed, round_, 1, self.user, 1]).integers(2**31)),
-            proximal_mu=proximal_mu,
-        )
-        metrics = {"loss": loss} if s.schema.send_loss else {}
+        s, fed = self.settings, self.settings.federation
+        embeddings, user_data = data.catalog_embeddings(s.data), data.user_partition(s.data, self.user)
+        stored = self.store.load(before_round=round_)
+        local_seed = local.training_seed(seed, round_, self.user)
+        if fed.local_optimizer == "sgd":
+            update = local.sgd_update(s.model, fed, embeddings, parameters, [stored], [user_data],
+                                      [1.0], [local_seed], local.round_seed(seed, round_))
+            shared, personal = update.shared, update.personal[0]
+            num_examples, loss = update.num_examples[0], update.losses[0]
+        else:
+            shared, personal, num_examples, loss = local.fit_local(
+                s.model, s.train, embeddings, parameters, stored, user_data,
+                epochs=fed.local_epochs, seed=local_seed,
+                proximal_mu=fed.proximal_mu if fed.strategy == "fedprox" else 0.0)
+        metrics = reply_metrics(loss, s.schema)
         if s.privacy.mode == "user":
             # every sampled client sends its share of the noise, also one with nothing to
             # train on (a zero update), so who had data is not visible in the noise
@@ -153,7 +169,8 @@ class FedRecClient(NumPyClient):
         s = self.settings
         personal = self.store.load(before_round=int(config["server_round"]) + 1)
         result = local.evaluate_local(s.model, data.catalog_embeddings(s.data), parameters,
-                                      personal, data.user_partition(s.data, self.user))
+                                      personal, data.user_partition(s.data, self.user),
+                                      s.federation.reconstruct_steps, s.federation.reconstruct_lr)
         if result is None:
             return 0.0, 0, {}
         return 1.0 - result["ndcg@10"], 1, result
@@ -195,11 +212,16 @@ def secure_aggregation_mod(required: bool):
     return mod
 
 
-def make_client_app(settings: ClientSettings, mods: list | None = None) -> ClientApp:
-    def client_fn(context):
-        import torch
+def make_client_app(settings: ClientSettings, mods: list | None = None,
+                    torch_threads: int | None = 1) -> ClientApp:
+    """The ClientApp of a simulated device. `torch_threads`: what each client sets (1 for a
+    Ray actor with one CPU; None in-process, where the simulation decides)."""
 
-        torch.set_num_threads(1)
+    def client_fn(context):
+        if torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(torch_threads)
         user = int(context.node_config["partition-id"])
         return FedRecClient(settings, user).to_client()
 

@@ -1,7 +1,19 @@
 """What a client does with its own data, without Flower: train the shared head and its
 personal vector locally, and rank the full catalog for its own held-out item.
 
-The model, training loop and metrics are the ones central training uses (fedrec.common).
+Two local recipes (`federation.local_optimizer`):
+- `sgd` (the default): reconstruct the personal vector against the received head
+  (`fedrec.client.personal`), then `local_steps` full-batch SGD steps on the shared head over
+  all of the user's training windows. With one step this is FedSGD: the server's weighted
+  mean of the updates is one step of central training on the cohort's windows, and an
+  adaptive server optimizer (FedAdam) makes it central training's Adam step.
+  `sgd_update` computes it for a cohort of clients at once: a device calls it for itself, the
+  simulation's batched engine for a whole round (the same computation, the same result).
+- `adam`: `local_epochs` epochs of the central training loop (`fedrec.common.train`) with a
+  fresh Adam per visit, training the personal vector jointly (the first recipe; see
+  docs/federation.md for why it is no longer the default).
+
+The model, loss and metrics are the ones central training uses (fedrec.common).
 """
 
 from __future__ import annotations
@@ -11,12 +23,16 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from fedrec.client import personal as personal_state
+from fedrec.client.personal import PERSONAL_KEY
 from fedrec.common import metrics
+from fedrec.common.config import FederationConfig
 from fedrec.common.evaluate import history_mask
-from fedrec.common.model import FedRecModel, ModelConfig, score_catalog
-from fedrec.common.train import TrainConfig, make_optimizer, train
+from fedrec.common.model import DropoutMasks, FedRecModel, ModelConfig, score_catalog
+from fedrec.common.train import TrainConfig, make_optimizer, make_windows, next_item_losses, train
 
-PERSONAL_KEY = "personal_vector"
+__all__ = ["PERSONAL_KEY", "UserData", "CohortUpdate", "build_model", "sgd_update", "fit_local",
+           "evaluate_local", "training_seed", "round_seed"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +59,113 @@ def build_model(model_cfg: ModelConfig, shared: list[np.ndarray], personal: dict
         with torch.no_grad():
             model.personal.vectors.weight.copy_(torch.as_tensor(personal[PERSONAL_KEY]))
     return model
+
+
+def training_seed(seed: int, round_: int, user: int) -> int:
+    """The seed of a client's local randomness in a round (windows, dropout): a function of
+    the run's seed, the round and the client, so any engine reproduces it."""
+    return int(np.random.default_rng([seed, round_, 1, user, 1]).integers(2**31))
+
+
+def round_seed(seed: int, round_: int) -> int:
+    """The seed of what the clients of a round share: the dropout mask of the catalog pass."""
+    return int(np.random.default_rng([seed, round_, 2]).integers(2**31))
+
+
+@dataclass(frozen=True)
+class CohortUpdate:
+    """The result of `sgd_update` for B clients: `shared`, the weighted mean of their new
+    shared arrays (float32, wire order; a single client's own arrays when B = 1); per client
+    its new personal state, its training transitions and its mean loss before the update (0.0
+    without training data)."""
+
+    shared: list[np.ndarray]
+    personal: list[dict[str, np.ndarray]]
+    num_examples: list[int]
+    losses: list[float]
+
+
+def sgd_update(
+    model_cfg: ModelConfig,
+    fed: FederationConfig,
+    item_embeddings: torch.Tensor,
+    shared: list[np.ndarray],
+    personal: list[dict | None],
+    data: list[UserData],
+    weights: list[float],
+    seeds: list[int],
+    shared_seed: int,
+) -> CohortUpdate:
+    """The `sgd` recipe for a cohort of B clients that all received the head `shared`.
+
+    Each client b reconstructs its personal vector (`fed.reconstruct_steps` steps at
+    `fed.reconstruct_lr`, from `personal[b]`), cuts its training windows and draws its dropout
+    masks from `seeds[b]` (the catalog's mask from `shared_seed`, as every client of the round
+    does), and takes `fed.local_steps` SGD steps at `fed.local_lr` on the mean next-item loss
+    of its own positions. The result's `shared` is Σ_b w_b·θ_b / Σ_b w_b with `weights` w
+    (clients without positions weigh 0): for one step that is one backward pass over the
+    cohort's windows, which is what makes a batched round cheap. Several steps change every
+    client's head differently, so they need B = 1.
+    """
+    if fed.local_steps > 1 and len(data) > 1:
+        raise ValueError("several local steps per client have no batched form; pass one client")
+    model = FedRecModel(model_cfg, num_users=len(data))
+    model.load_shared_arrays(shared)
+    start = torch.stack([personal_state.initial(p, model_cfg.dim) for p in personal])
+    sequences = [d.train_items for d in data]
+    model.eval()
+    with torch.no_grad():
+        items = model.item_vectors(item_embeddings)
+    vectors = personal_state.reconstruct(model, items, sequences, start,
+                                         fed.reconstruct_steps, fed.reconstruct_lr)
+    with torch.no_grad():
+        model.personal.vectors.weight.copy_(vectors)
+    windows, owners, generators = _windows(model_cfg, sequences, seeds)
+    window_counts = torch.bincount(owners, minlength=len(data)).tolist()
+    catalog = torch.Generator().manual_seed(shared_seed)
+    params = model.shared_parameters()
+    model.train()
+    losses = [0.0] * len(data)
+    for step in range(fed.local_steps if len(windows) else 0):
+        masks = DropoutMasks(
+            DropoutMasks.catalog_mask(model_cfg, len(item_embeddings), catalog),
+            torch.cat([DropoutMasks.encoder_masks(model_cfg, n, model_cfg.max_history, g)
+                       for n, g in zip(window_counts, generators)], dim=1))
+        position_losses, rows = next_item_losses(model, item_embeddings, windows, owners, masks)
+        per_client, counts = _per_client_means(position_losses, owners[rows], len(data))
+        w = torch.tensor(weights, dtype=torch.float32) * (counts > 0)
+        if step == 0:
+            losses = [x if c > 0 else 0.0 for x, c in zip(per_client.tolist(), counts.tolist())]
+        if w.sum() == 0:
+            break
+        objective = (per_client * w).sum() / w.sum()
+        grads = torch.autograd.grad(objective, params)
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                p.sub_(fed.local_lr * g)
+    return CohortUpdate(model.shared_arrays(), [personal_state.as_state(v) for v in vectors],
+                        [max(0, len(s) - 1) for s in sequences], losses)
+
+
+def _windows(model_cfg: ModelConfig, sequences: list[np.ndarray], seeds: list[int]):
+    """Every client's training windows, cut with its own generator as central training cuts
+    them (the newest window and a grid from a random offset); the owner row of each window
+    (W,); and each client's torch generator for its dropout masks."""
+    length = model_cfg.max_history
+    rows, owners = [np.zeros((0, length + 1), np.int64)], [np.zeros(0, np.int64)]
+    for b, (sequence, seed) in enumerate(zip(sequences, seeds)):
+        w, _ = make_windows([sequence], np.zeros(1, np.int64), length, np.random.default_rng(seed))
+        rows.append(w)
+        owners.append(np.full(len(w), b, np.int64))
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    return torch.from_numpy(np.concatenate(rows)), torch.from_numpy(np.concatenate(owners)), generators
+
+
+def _per_client_means(losses: torch.Tensor, owners: torch.Tensor, clients: int):
+    """(B,) mean loss of each client's positions (0 where it has none) and (B,) counts."""
+    counts = torch.bincount(owners, minlength=clients)
+    sums = torch.zeros(clients).index_add(0, owners, losses)
+    return sums / counts.clamp_min(1), counts
 
 
 def fit_local(
@@ -85,12 +208,18 @@ def evaluate_local(
     shared: list[np.ndarray],
     personal: dict | None,
     data: UserData,
+    reconstruct_steps: int = 0,
+    reconstruct_lr: float = 0.0,
 ) -> dict[str, float] | None:
     """Rank the whole catalog on the device for the user's test item (excluding the user's
-    earlier items), with the same metric code as central evaluation. None if no test item."""
+    earlier items), with the same metric code as central evaluation, after reconstructing the
+    personal vector against `shared` (`reconstruct_steps` steps; 0: as stored). None if the
+    user has no test item."""
     if data.test_item < 0:
         return None
-    model = build_model(model_cfg, shared, personal)
+    model = personal_state.personalized_model(model_cfg, item_embeddings, shared, [personal],
+                                              [data.train_items], reconstruct_steps,
+                                              reconstruct_lr)
     history = data.history("test")
     scores = score_catalog(model, item_embeddings, np.zeros(1, np.int64), [history]).numpy()
     exclude = history_mask([history], scores.shape[1])

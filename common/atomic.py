@@ -1,6 +1,8 @@
 """Atomic file writes: a temp file in the same directory, fsync, then rename.
 
-A crash leaves either the old file or the new one, never a half-written file.
+A crash leaves either the old file or the new one, never a half-written file. Without the
+fsync (`fsync=False`) that still holds for a killed process; only a power loss can then
+lose the newest version.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str | None = None,
+                fsync: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it replaces `path` atomically.
 
     `suffix` keeps a file extension for writers that insist on one (e.g. numpy adds `.npy`).
@@ -25,8 +28,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if fsync:
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

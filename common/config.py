@@ -29,21 +29,38 @@ else:  # pragma: no cover
 
 @dataclass
 class FederationConfig:
-    """A simulated or deployed federation. Local training reuses `[train]` (its `epochs` is
-    ignored; `local_epochs` applies), so central and federated runs share one training loop."""
+    """A simulated or deployed federation.
 
-    rounds: int = 50
-    clients_per_round: int = 100
+    The default recipe is FedSGD with reconstruction: each sampled client reconstructs its
+    personal vector against the received head (`reconstruct_steps` Adam steps at
+    `reconstruct_lr`, the head frozen), takes `local_steps` full-batch SGD steps at `local_lr`
+    on the shared head, and the server applies Adam (`fedadam`) to the weighted mean update —
+    one step of central training per round, with a cohort of users as the batch. The first
+    recipe (`local_optimizer = "adam"`: `local_epochs` epochs of the `[train]` loop with a
+    fresh Adam per visit, FedAvgM on the server) stays selectable (docs/federation.md)."""
+
+    rounds: int = 800
+    clients_per_round: int = 45
     min_clients: int = 1  # the least valid client updates a round needs to aggregate
-    local_epochs: int = 2
-    strategy: str = "fedavg"  # fedavg | fedavgm | fedadam | fedprox
-    server_lr: float = 1.0
+    local_optimizer: str = "sgd"  # sgd | adam
+    local_steps: int = 1  # sgd: full-batch steps per visit (1 = FedSGD)
+    local_lr: float = 1.0  # sgd: step size (the server's adaptive optimizer sets the scale)
+    local_epochs: int = 2  # adam: epochs of the [train] loop per visit
+    reconstruct_steps: int = 2  # personal-vector steps against the frozen head, per visit/eval
+    reconstruct_lr: float = 0.05
+    strategy: str = "fedadam"  # fedavg | fedavgm | fedadam | fedyogi | fedprox
+    server_lr: float = 3e-3
     server_momentum: float = 0.9  # fedavgm
+    server_beta1: float = 0.9  # fedadam / fedyogi
+    server_beta2: float = 0.999  # fedadam / fedyogi
+    server_eps: float = 1e-8  # fedadam / fedyogi: τ, the adaptivity floor
+    server_weight_decay: float = 1e-4  # fedadam / fedyogi: decoupled (AdamW), × server_lr
     proximal_mu: float = 0.01  # fedprox
     max_update_norm: float = 100.0  # L2 bound on a client's update; larger ones are rejected
-    eval_every: int = 5
+    eval_every: int = 100
     eval_clients: int = 0  # federated evaluation cohort per eval round; 0 = every client
-    checkpoint_every: int = 5
+    checkpoint_every: int = 50
+    engine: str = "auto"  # batched | ray | auto (batched where it applies, else ray)
     fail_rate: float = 0.0  # seeded share of sampled clients that fail while training
     client_cpus: float = 1.0  # CPUs per simulated client actor (2 cores -> 2 actors)
     secagg: bool = False  # aggregate with SecAgg+: the server sees only the sum
@@ -54,20 +71,34 @@ class FederationConfig:
     secagg_timeout: float = 0.0  # seconds per protocol stage; 0 = wait for every reply
 
     def validate(self) -> FederationConfig:
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(
-                f"federation.strategy = '{self.strategy}'; expected one of {sorted(STRATEGIES)}")
-        for name in ("rounds", "clients_per_round", "local_epochs", "eval_every",
+        for name, allowed in (("strategy", STRATEGIES), ("local_optimizer", LOCAL_OPTIMIZERS),
+                              ("engine", ENGINES)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"federation.{name} = '{getattr(self, name)}'; expected one of "
+                                  f"{sorted(allowed)}")
+        for name in ("rounds", "clients_per_round", "local_epochs", "local_steps", "eval_every",
                      "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"federation.{name} = {getattr(self, name)}; expected >= 1")
+        if self.reconstruct_steps < 0:
+            raise ConfigError(f"federation.reconstruct_steps = {self.reconstruct_steps}; "
+                              "expected >= 0")
         if not 1 <= self.min_clients <= self.clients_per_round:
             raise ConfigError(f"federation.min_clients = {self.min_clients}; expected 1 to "
                               f"clients_per_round ({self.clients_per_round})")
         if not 0.0 <= self.fail_rate < 1.0:
             raise ConfigError(f"federation.fail_rate = {self.fail_rate}; expected 0 <= x < 1")
-        if self.max_update_norm <= 0 or self.server_lr <= 0:
-            raise ConfigError("federation.max_update_norm and server_lr must be positive")
+        for name in ("max_update_norm", "server_lr", "local_lr", "server_eps"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"federation.{name} = {getattr(self, name)}; expected > 0")
+        if self.reconstruct_steps and not self.reconstruct_lr > 0:
+            raise ConfigError(f"federation.reconstruct_lr = {self.reconstruct_lr}; expected > 0")
+        for name in ("server_beta1", "server_beta2", "server_momentum"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"federation.{name} = {getattr(self, name)}; expected 0 <= x < 1")
+        if self.server_weight_decay < 0:
+            raise ConfigError(f"federation.server_weight_decay = {self.server_weight_decay}; "
+                              "expected >= 0")
         if self.secagg:
             from fedrec.common.secagg import neighbourhood
 
@@ -80,7 +111,9 @@ class FederationConfig:
         return self
 
 
-STRATEGIES = ("fedavg", "fedavgm", "fedadam", "fedprox")
+STRATEGIES = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedprox")
+LOCAL_OPTIMIZERS = ("sgd", "adam")
+ENGINES = ("auto", "batched", "ray")
 
 
 @dataclass
@@ -116,11 +149,35 @@ class RunConfig:
             )
         self.federation.validate()
         self.privacy.validate()
+        self.engine()  # an explicit engine must be able to run this configuration
         self.anonymization.validate()
         if self.privacy.mode == "record" and self.privacy.window > self.fedrec.max_history:
             raise ConfigError(f"privacy.window = {self.privacy.window} exceeds fedrec.max_history"
                               f" = {self.fedrec.max_history}")
         return self
+
+
+    def engine(self) -> str:
+        """The simulation engine of this run: 'batched' or 'ray' (`federation.engine`, with
+        'auto' choosing batched where it applies, see `fedrec.simulation.batched`)."""
+        reason = self.batched_unsupported()
+        if self.federation.engine == "batched" and reason:
+            raise ConfigError(f"federation.engine = 'batched' cannot run this configuration: "
+                              f"{reason}; use engine = 'ray' or 'auto'")
+        if self.federation.engine == "auto":
+            return "ray" if reason else "batched"
+        return self.federation.engine
+
+    def batched_unsupported(self) -> str | None:
+        """Why the batched engine cannot run this configuration (None: it can)."""
+        fed = self.federation
+        if fed.secagg:
+            return "secure aggregation needs one training message per client"
+        if self.privacy.enabled:
+            return "differential privacy needs per-client clipping, noise and accounting"
+        if fed.local_optimizer != "sgd" or fed.local_steps != 1:
+            return "only one local SGD step (local_optimizer = 'sgd', local_steps = 1) is batched"
+        return None
 
 
 def to_dict(cfg) -> dict:

@@ -49,8 +49,9 @@ class Adapter(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, e: torch.Tensor) -> torch.Tensor:
-        e = self.dropout(e)
+    def forward(self, e: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """`keep`: an explicit dropout mask for `e` (see `DropoutMasks`); None: nn.Dropout."""
+        e = self.dropout(e) if keep is None else e * keep
         weights = torch.softmax(self.gate(e), dim=-1)  # (..., E)
         experts = torch.stack([expert(e) for expert in self.experts], dim=-1)  # (..., dim, E)
         return self.norm((experts * weights.unsqueeze(-2)).sum(-1))
@@ -70,7 +71,9 @@ class CausalBlock(nn.Module):
         self.ff2 = nn.Linear(2 * dim, dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+        """`keep`: explicit dropout masks (2, B, L, dim) for the two residual branches."""
         b, n, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).split(d, dim=-1)
         heads = lambda t: t.view(b, n, self.num_heads, d // self.num_heads).transpose(1, 2)  # noqa: E731
@@ -78,8 +81,11 @@ class CausalBlock(nn.Module):
         att = (q @ k.transpose(-2, -1)) / math.sqrt(d // self.num_heads)
         att = att.masked_fill(~attn_mask, float("-inf")).softmax(dim=-1)
         y = (att @ v).transpose(1, 2).reshape(b, n, d)
-        x = x + self.dropout(self.proj(y))
-        return x + self.dropout(self.ff2(F.gelu(self.ff1(self.norm2(x)))))
+        x = x + self._drop(self.proj(y), keep, 0)
+        return x + self._drop(self.ff2(F.gelu(self.ff1(self.norm2(x)))), keep, 1)
+
+    def _drop(self, t: torch.Tensor, keep: torch.Tensor | None, site: int) -> torch.Tensor:
+        return self.dropout(t) if keep is None else t * keep[site]
 
 
 class SequenceEncoder(nn.Module):
@@ -94,19 +100,22 @@ class SequenceEncoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.dim)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
         """`valid`: (B, L) bool, False at padding. Padded positions attend only to themselves.
         Positions count from the newest item (right-aligned), so a window shorter than
-        `max_history` uses the same position of the newest item as a full-length history."""
+        `max_history` uses the same position of the newest item as a full-length history.
+        `keep`: explicit dropout masks (1 + 2·num_layers, B, L, dim); None: nn.Dropout."""
         length = x.shape[1]
         offset = self.positions.num_embeddings - length
         pos = torch.arange(offset, offset + length, device=x.device).expand(x.shape[0], -1)
-        x = self.dropout(x + self.positions(pos))
+        x = x + self.positions(pos)
+        x = self.dropout(x) if keep is None else x * keep[0]
         causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
         eye = torch.eye(length, dtype=torch.bool, device=x.device)
         mask = (causal & valid[:, None, None, :]) | eye  # (B, 1, L, L)
-        for block in self.blocks:
-            x = block(x, mask)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, None if keep is None else keep[1 + 2 * i : 3 + 2 * i])
         return self.norm(x)
 
 
@@ -162,20 +171,21 @@ class FedRecModel(nn.Module):
         self.load_shared_state({k: torch.as_tensor(a) for k, a in zip(keys, arrays)})
 
     # --- forward ----------------------------------------------------------------------------
-    def item_vectors(self, item_embeddings: torch.Tensor) -> torch.Tensor:
-        """(..., input_dim) frozen embeddings -> (..., dim) unit-norm item vectors."""
-        return F.normalize(self.adapter(item_embeddings), dim=-1)
+    def item_vectors(self, item_embeddings: torch.Tensor,
+                     keep: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., input_dim) frozen embeddings -> (..., dim) unit-norm item vectors. `keep`: an
+        explicit dropout mask shaped like `item_embeddings` (None: the module's dropout)."""
+        return F.normalize(self.adapter(item_embeddings, keep), dim=-1)
 
-    def sequence_states(self, history_vectors: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """(B, L, dim) item vectors of a left-padded history -> (B, L, dim) states."""
-        return self.encoder(history_vectors, valid)
+    def sequence_states(self, history_vectors: torch.Tensor, valid: torch.Tensor,
+                        keep: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, dim) item vectors of a left-padded history -> (B, L, dim) states. `keep`:
+        explicit dropout masks (`DropoutMasks.encoder`), or None for the modules' dropout."""
+        return self.encoder(history_vectors, valid, keep)
 
     def user_vectors(self, states: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
-        """Add personal vectors to sequence states (B, [L,] dim) and normalize."""
-        p = self.personal(users)
-        if states.dim() == 3:
-            p = p.unsqueeze(1)
-        return F.normalize(states + p, dim=-1)
+        """Add the users' personal vectors to sequence states (B, [L,] dim) and normalize."""
+        return combine(states, self.personal(users))
 
     def logits(self, user_vectors: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
         """Scores user (…, dim) x items: (n, dim) -> (…, n); or (…, C, dim) -> (…, C)."""
@@ -183,6 +193,40 @@ class FedRecModel(nn.Module):
         if item_vectors.dim() == 2:
             return user_vectors @ item_vectors.T
         return (user_vectors.unsqueeze(-2) * item_vectors).sum(-1)
+
+
+@dataclass(frozen=True)
+class DropoutMasks:
+    """Dropout drawn ahead of time, so that a computation batched over many clients uses
+    exactly the masks each client would draw alone. Inverted-dropout keep masks (0 or
+    1 / (1 − p)): `catalog` (n_items, input_dim) for the adapter's input, `encoder`
+    (1 + 2·num_layers, B, L, dim) for the sequence encoder's sites, one row per window."""
+
+    catalog: torch.Tensor
+    encoder: torch.Tensor
+
+    @staticmethod
+    def catalog_mask(cfg: ModelConfig, num_items: int, generator: torch.Generator) -> torch.Tensor:
+        return _keep((num_items, cfg.input_dim), cfg.dropout, generator)
+
+    @staticmethod
+    def encoder_masks(cfg: ModelConfig, windows: int, length: int,
+                      generator: torch.Generator) -> torch.Tensor:
+        """(1 + 2·num_layers, windows, length, dim) keep masks for `windows` windows."""
+        return _keep((1 + 2 * cfg.num_layers, windows, length, cfg.dim), cfg.dropout, generator)
+
+
+def _keep(shape: tuple, p: float, generator: torch.Generator) -> torch.Tensor:
+    if p == 0:
+        return torch.ones(shape)
+    return torch.rand(shape, generator=generator).ge_(p).mul_(1.0 / (1.0 - p))
+
+
+def combine(states: torch.Tensor, personal: torch.Tensor) -> torch.Tensor:
+    """user_vector = normalize(state + p): states (B, [L,] dim), personal vectors (B, dim)."""
+    if states.dim() == 3:
+        personal = personal.unsqueeze(1)
+    return F.normalize(states + personal, dim=-1)
 
 
 def pad_histories(histories: list, length: int) -> torch.Tensor:

@@ -110,18 +110,22 @@ class EarlyStopping:
 
 @dataclass
 class BPRConfig:
+    """BPR-MF settings (tuned on ML-100K by benchmarks/baselines.py, validation-selected)."""
+
     dim: int = 64
-    epochs: int = 60
+    epochs: int = 300
     batch_size: int = 1024
     lr: float = 5e-3
     weight_decay: float = 1e-5
+    negatives: int = 1  # sampled per positive, uniformly among the user's unseen items
     eval_every: int = 5
     patience: int = 3
     seed: int = 0
 
 
 class BPRMF(Recommender):
-    """Matrix factorization trained with the BPR pairwise loss, one uniform negative per positive."""
+    """Matrix factorization trained with the BPR pairwise loss (Rendle et al., 2009): each
+    training interaction against `negatives` items the user has not interacted with."""
 
     name = "bpr"
 
@@ -138,15 +142,14 @@ class BPRMF(Recommender):
             torch.nn.init.normal_(emb.weight, std=0.1)
         params = [self.users.weight, self.items.weight]
         opt = torch.optim.Adam(params, lr=cfg.lr)
-        matrix = split.train_matrix().tocoo()
-        pos_u, pos_i = matrix.row.astype(np.int64), matrix.col.astype(np.int64)
         seen = split.train_matrix()
+        matrix = seen.tocoo()
+        pos_u = np.repeat(matrix.row.astype(np.int64), cfg.negatives)
+        pos_i = np.repeat(matrix.col.astype(np.int64), cfg.negatives)
         stopper = EarlyStopping(cfg.patience)
         for epoch in range(cfg.epochs):
             order = rng.permutation(len(pos_u))
-            neg = rng.integers(0, split.num_items, len(pos_u))
-            clash = np.asarray(seen[pos_u, neg]).ravel() > 0  # resample (once) negatives the user saw
-            neg[clash] = rng.integers(0, split.num_items, int(clash.sum()))
+            neg = unseen_items(seen, pos_u, rng)
             for start in range(0, len(order), cfg.batch_size):
                 b = order[start : start + cfg.batch_size]
                 u, i, j = (torch.from_numpy(x[b]) for x in (pos_u, pos_i, neg))
@@ -187,6 +190,21 @@ class BPRMF(Recommender):
         model = cls(BPRConfig(**meta["config"]))
         model._load(tensors)
         return model
+
+
+def unseen_items(seen, users: np.ndarray, rng: np.random.Generator, tries: int = 20) -> np.ndarray:
+    """One item per entry of `users`, uniform among the items that user has not seen in
+    `seen` (a CSR user x item matrix): rejection sampling, redrawing only the clashes. A user
+    who has seen every item keeps its last draw."""
+    items = rng.integers(0, seen.shape[1], len(users))
+    clash = np.asarray(seen[users, items]).ravel() > 0
+    for _ in range(tries):
+        if not clash.any():
+            break
+        idx = np.flatnonzero(clash)
+        items[idx] = rng.integers(0, seen.shape[1], len(idx))
+        clash[idx] = np.asarray(seen[users[idx], items[idx]]).ravel() > 0
+    return items
 
 
 class FedRecCentral(Recommender):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedrec.common.model import FedRecModel, gather_padded
+from fedrec.common.model import DropoutMasks, FedRecModel, gather_padded
 
 
 @dataclass
@@ -78,6 +78,28 @@ def sample_candidates(
     return torch.cat([targets.clamp_min(0).unsqueeze(-1), neg], dim=-1)
 
 
+def next_item_losses(
+    model: FedRecModel,
+    item_embeddings: torch.Tensor,
+    windows: torch.Tensor,
+    users: torch.Tensor,
+    masks: DropoutMasks | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full-catalog next-item cross-entropy at every valid position of `windows` (B, L+1),
+    with one adapter pass over the catalog shared by the batch. `users`: (B,) personal-vector
+    rows; `masks`: explicit dropout (None: the model's own). Returns (losses (P,), the window
+    of each loss (P,)), P = the number of valid positions."""
+    inputs, targets = windows[:, :-1], windows[:, 1:]
+    valid_in = inputs >= 0
+    mask = valid_in & (targets >= 0)
+    items = model.item_vectors(item_embeddings, None if masks is None else masks.catalog)
+    states = model.sequence_states(gather_padded(items, inputs), valid_in,
+                                   None if masks is None else masks.encoder)
+    user_vectors = model.user_vectors(states, users)[mask]  # (P, dim): real positions only
+    losses = F.cross_entropy(model.logits(user_vectors, items), targets[mask], reduction="none")
+    return losses, mask.nonzero()[:, 0]
+
+
 def window_loss(
     model: FedRecModel,
     item_embeddings: torch.Tensor,
@@ -103,10 +125,7 @@ def window_loss(
     if candidates is None and negatives == 0:
         if reduction != "position":
             raise ValueError("the full-catalog softmax only supports reduction='position'")
-        items = model.item_vectors(item_embeddings)
-        states = model.sequence_states(gather_padded(items, inputs), valid_in)
-        user_vectors = model.user_vectors(states, users)[mask]  # (P, dim): real positions only
-        return F.cross_entropy(model.logits(user_vectors, items), targets[mask])
+        return next_item_losses(model, item_embeddings, windows, users)[0].mean()
     if candidates is None:
         candidates = sample_candidates(targets, item_embeddings.shape[0], negatives, generator)
     history_vectors = model.item_vectors(gather_padded(item_embeddings, inputs))

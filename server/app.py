@@ -18,14 +18,17 @@ def make_server_app(
     strategy: FedRecStrategy,
     num_rounds: int,
     map_nodes: Callable[[Grid], dict[int, int]],
+    fit_workflow=None,
 ) -> ServerApp:
     """A ServerApp that runs `num_rounds` rounds of `strategy`. `map_nodes(grid)` returns the
-    Flower node id -> client index map once all clients are connected."""
+    Flower node id -> client index map once all clients are connected. `fit_workflow`: a
+    replacement for the training step of each round (the simulation's batched engine); None:
+    Flower's, or SecAgg+ for a secure run."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context) -> None:
-        run_rounds(grid, context, strategy, num_rounds, map_nodes)
+        run_rounds(grid, context, strategy, num_rounds, map_nodes, fit_workflow)
 
     return app
 
@@ -47,7 +50,7 @@ def secure_fit_workflow(strategy: FedRecStrategy):
 
 
 def run_rounds(grid: Grid, context, strategy: FedRecStrategy, num_rounds: int,
-               map_nodes: Callable[[Grid], dict[int, int]]) -> None:
+               map_nodes: Callable[[Grid], dict[int, int]], fit_workflow=None) -> None:
     """The body of every fedrec ServerApp: map nodes to clients, then run the rounds."""
     strategy.node_to_client = map_nodes(grid)
     legacy = LegacyContext(
@@ -56,7 +59,7 @@ def run_rounds(grid: Grid, context, strategy: FedRecStrategy, num_rounds: int,
         strategy=strategy,
         client_manager=SimpleClientManager(),
     )
-    DefaultWorkflow(fit_workflow=secure_fit_workflow(strategy))(grid, legacy)
+    DefaultWorkflow(fit_workflow=fit_workflow or secure_fit_workflow(strategy))(grid, legacy)
 
 
 def wait_for_nodes(grid: Grid, num_clients: int, timeout: float) -> list[int]:

@@ -71,7 +71,7 @@ class FedRecStrategy(FedAvg):
         self.run_dir, self.record, self.central_eval = Path(run_dir), record, central_eval
         self.start_round, self.total_rounds = start_round, fed.rounds
         self.last_checkpoint = start_round
-        self.optimizer = ServerOptimizer(fed.strategy, fed.server_lr, fed.server_momentum)
+        self.optimizer = ServerOptimizer.for_federation(fed)
         if server_opt_state:
             self.optimizer.load_state_arrays(server_opt_state)
         self.node_to_client: dict[int, int] = {}
@@ -120,22 +120,24 @@ class FedRecStrategy(FedAvg):
         round_ = self._round(server_round)
         results = sorted(results, key=lambda r: self.node_to_client.get(r[0].node_id, 0))
         accepted, rejected, losses, declined = [], [], [], 0
+        # SecAgg+ and the batched engine hand every result the same aggregate (one Parameters
+        # object): decode and validate it once, and weigh it by the results' summed weights
+        checked: dict[int, tuple[list[np.ndarray] | None, str | None]] = {}
         for proxy, fit_res in results:
             if fit_res.metrics.get("declined"):
                 declined += 1
                 self.exhausted.add(self.node_to_client.get(proxy.node_id, proxy.node_id))
                 continue
-            arrays = parameters_to_ndarrays(fit_res.parameters)
-            if self.fed.secagg:  # the unmasked weighted mean (float64), the same in every result
-                arrays = [a.astype(np.float32) for a in arrays]
-            try:
-                validate_update(arrays, self.current, self.max_update_norm)
-            except UpdateRejected as exc:
-                rejected.append(str(exc))
+            key = id(fit_res.parameters)
+            if key not in checked:
+                checked[key] = self._checked_arrays(fit_res.parameters)
+            arrays, problem = checked[key]
+            if problem is not None:
+                rejected.append(problem)
                 continue
             if fit_res.num_examples > 0:
                 weight = 1 if self.privacy.enabled else fit_res.num_examples
-                accepted.append((arrays, weight))
+                accepted.append((key, weight))
                 losses.append(float(fit_res.metrics.get("loss", np.nan)))
         aggregated = (len(accepted) >= max(1, self.fed.min_clients)
                       and sum(n for _, n in accepted) > 0)
@@ -146,7 +148,10 @@ class FedRecStrategy(FedAvg):
         if aggregated:
             # user-level DP: fixed denominator m, so one user moves the sum by at most C
             total = self.cohort if self.accountant else sum(n for _, n in accepted)
-            delta = [sum((a[i] - c) * (n / total) for a, n in accepted)
+            weights: dict[int, float] = {}
+            for key, n in accepted:
+                weights[key] = weights.get(key, 0) + n
+            delta = [sum((checked[key][0][i] - c) * (n / total) for key, n in weights.items())
                      for i, c in enumerate(self.current)]
             if self.accountant is not None:
                 self.accountant.charge(round_, len(accepted))  # before the aggregate is used
@@ -173,6 +178,17 @@ class FedRecStrategy(FedAvg):
                           noise_shortfall=1.0 - len(accepted) / self.cohort)
         self._close_round(round_, record)
         return (ndarrays_to_parameters(self.current) if aggregated else None), {}
+
+    def _checked_arrays(self, parameters) -> tuple[list[np.ndarray] | None, str | None]:
+        """(the update's arrays, None), or (None, why it is rejected)."""
+        arrays = parameters_to_ndarrays(parameters)
+        if self.fed.secagg:  # the unmasked weighted mean (float64), the same in every result
+            arrays = [a.astype(np.float32) for a in arrays]
+        try:
+            validate_update(arrays, self.current, self.max_update_norm)
+        except UpdateRejected as exc:
+            return None, str(exc)
+        return arrays, None
 
     def round_halted(self, flower_round: int, stage: str, sampled: int, failed: int,
                      error: str | None = None) -> None:

@@ -56,22 +56,22 @@ def _start(run_dir: Path, cfg: config.RunConfig | None, resume: bool):
     return cfg, 0, None
 
 
-def central_evaluator(model_cfg, prepared, store_root: Path):
-    """The DESIGN protocol over every user, each with the personal vector on its own device
-    (a simulation-only view: a real server never sees personal state)."""
-    from fedrec.client.local import PERSONAL_KEY
+def central_evaluator(model_cfg, fed: config.FederationConfig, prepared, store_root: Path):
+    """The DESIGN protocol over every user: each reconstructs its personal vector against the
+    global head from the state on its own device (`fedrec.client.personal`, what a device does
+    before it recommends), then the catalog is ranked for it. A simulation-only view: a real
+    server never sees personal state."""
+    from fedrec.client.personal import personalized_model
     from fedrec.client.store import PersonalStore
 
     split = prepared.split
+    embeddings = torch.as_tensor(prepared.item_embeddings)
 
     def evaluate(round_: int, arrays: list[np.ndarray]) -> dict:
-        model = FedRecModel(model_cfg, split.num_users)
-        model.load_shared_arrays(arrays)
-        with torch.no_grad():
-            for user in range(split.num_users):
-                state = PersonalStore(store_root / f"{user:06d}").load(before_round=round_ + 1)
-                if state is not None:
-                    model.personal.vectors.weight[user] = torch.as_tensor(state[PERSONAL_KEY][0])
+        states = [PersonalStore(store_root / f"{user:06d}").load(before_round=round_ + 1)
+                  for user in range(split.num_users)]
+        model = personalized_model(model_cfg, embeddings, arrays, states, split.train_sequences,
+                                   fed.reconstruct_steps, fed.reconstruct_lr)
         scorer = FedRecCentral.from_model(model, prepared.item_embeddings)
         return evaluate_all(scorer, split, prepared.item_embeddings)
 
@@ -93,11 +93,11 @@ def simulate(cfg: config.RunConfig | None, run_dir: Path, resume: bool = False,
     from fedrec.server.app import make_server_app
 
     engine.quiet_logs(verbose)
-    engine.patch_message_sweep()
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=cfg.federation.rounds, initial=start_round, desc="rounds", unit="round",
-               disable=not progress, dynamic_ncols=True)
+    engine_name = cfg.engine()
+    bar = tqdm(total=cfg.federation.rounds, initial=start_round, desc=f"rounds ({engine_name})",
+               unit="round", disable=not progress, dynamic_ncols=True)
     recorder = Recorder(run_dir, bar)
     strategy, settings = assemble(cfg, run_dir, start_round, latest, recorder, progress,
                                   server=True)
@@ -107,17 +107,36 @@ def simulate(cfg: config.RunConfig | None, run_dir: Path, resume: bool = False,
             raise RunDirError(f"{run_dir}: already finished ({start_round} rounds)")
         strategy.evaluate(0, ndarrays_to_parameters(strategy.current))
         bar.close()
-        return finish(run_dir, recorder, time.perf_counter() - started)
-    run_simulation(
-        server_app=make_server_app(strategy, cfg.federation.rounds - start_round,
-                                   engine.map_nodes_in_order(strategy.num_clients)),
-        client_app=make_client_app(settings, mods=client_mods(cfg.federation.secagg,
-                                                              settings.schema, egress_log)),
-        num_supernodes=strategy.num_clients,
-        backend_config=engine.backend_config(cfg.federation.client_cpus, verbose),
-    )
+        return finish(run_dir, recorder, time.perf_counter() - started, engine_name)
+    rounds = cfg.federation.rounds - start_round
+    mods = client_mods(cfg.federation.secagg, settings.schema, egress_log)
+    if engine_name == "batched":
+        _run_batched(strategy, settings, rounds, mods)
+    else:
+        engine.patch_message_sweep()
+        run_simulation(
+            server_app=make_server_app(strategy, rounds,
+                                       engine.map_nodes_in_order(strategy.num_clients)),
+            client_app=make_client_app(settings, mods=mods),
+            num_supernodes=strategy.num_clients,
+            backend_config=engine.backend_config(cfg.federation.client_cpus, verbose),
+        )
     bar.close()
-    return finish(run_dir, recorder, time.perf_counter() - started)
+    return finish(run_dir, recorder, time.perf_counter() - started, engine_name)
+
+
+def _run_batched(strategy, settings, rounds: int, mods: list) -> None:
+    """The same ServerApp on an in-process grid, with each round's training batched."""
+    from fedrec.client.app import make_client_app
+    from fedrec.server.app import make_server_app
+    from fedrec.simulation.batched import BatchedDevices, BatchedFitWorkflow
+    from fedrec.simulation.grid import InProcessGrid
+
+    grid = InProcessGrid(make_client_app(settings, mods=mods, torch_threads=None),
+                         strategy.num_clients)
+    app = make_server_app(strategy, rounds, lambda g: g.node_map(),
+                          BatchedFitWorkflow(strategy, BatchedDevices(settings)))
+    grid.serve(app)
 
 
 def assemble(cfg: config.RunConfig, run_dir: Path, start_round: int, latest: Path | None,
@@ -152,7 +171,7 @@ def assemble(cfg: config.RunConfig, run_dir: Path, start_round: int, latest: Pat
     levels = cfg.anonymization.resolve(prepared.dataset.profiles)
     strategy = FedRecStrategy(
         fed, cfg.seed, num_clients, keys, initial, run_dir, recorder, start_round, opt_state,
-        central_eval=central_evaluator(model_cfg, prepared, store_root),
+        central_eval=central_evaluator(model_cfg, fed, prepared, store_root),
         privacy=dp, ledger=run_dir / LEDGER,
     )
     data = DataSpec(cfg.dataset, cfg.cold_fraction, cfg.seed, cfg.encoder, levels,
@@ -162,6 +181,7 @@ def assemble(cfg: config.RunConfig, run_dir: Path, start_round: int, latest: Pat
         ledger_path=str(run_dir / LEDGER), update_bound=strategy.update_bound,
         schema=WireSchema.for_run([a.shape for a in initial], strategy.update_bound, fed.secagg,
                                   dp.enabled, fed.secagg_max_weight),
+        store_fsync=False,
     )
     if server:
         facts = {"k_target": cfg.anonymization.k, "auto": cfg.anonymization.auto}
@@ -174,7 +194,7 @@ def assemble(cfg: config.RunConfig, run_dir: Path, start_round: int, latest: Pat
     return strategy, settings
 
 
-def finish(run_dir: Path, recorder: Recorder, seconds: float) -> dict:
+def finish(run_dir: Path, recorder: Recorder, seconds: float, engine_name: str = "") -> dict:
     """Write `metrics.json`: the last evaluated round's metrics plus run totals."""
     evaluated = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "ndcg@10" in r]
     rounds = read_jsonl(run_dir / "rounds.jsonl")
@@ -187,6 +207,7 @@ def finish(run_dir: Path, recorder: Recorder, seconds: float) -> dict:
         rejected_client_updates=sum(r["rejected"] for r in rounds),
         rounds_not_aggregated=sum(not r["aggregated"] for r in rounds),
         wall_seconds_this_session=round(seconds, 1),
+        engine=engine_name,
         peak_rss_mb=round(peak_rss_mb(), 1),
     )
     spent = privacy_summary(run_dir)

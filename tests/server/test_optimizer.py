@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
+import torch
 
-from fedrec.server.optimizer import ADAM_TAU, ServerOptimizer
+from fedrec.common.config import FederationConfig
+from fedrec.server.optimizer import ServerOptimizer
 
 
 def test_fedavg_with_lr_1_moves_to_the_client_mean():
@@ -18,16 +20,42 @@ def test_fedavgm_accumulates_momentum_by_hand():
 
 
 def test_fedadam_first_step_by_hand():
-    opt = ServerOptimizer("fedadam", lr=0.1)
-    w = opt.step([np.array([0.0])], [np.array([2.0])])
-    m, v = 0.1 * 2.0, 0.99 * ADAM_TAU**2 + 0.01 * 4.0
-    assert w[0][0] == pytest.approx(0.1 * m / (np.sqrt(v) + ADAM_TAU))
+    # bias-corrected: m̂ = Δ, v̂ = Δ², so the first step is lr·Δ/(|Δ| + τ) minus the decay
+    opt = ServerOptimizer("fedadam", lr=0.1, betas=(0.9, 0.99), eps=1e-3, weight_decay=0.5)
+    w = opt.step([np.array([1.0])], [np.array([2.0])])
+    assert w[0][0] == pytest.approx(1.0 * (1 - 0.1 * 0.5) + 0.1 * 2.0 / (2.0 + 1e-3))
 
 
-def test_state_round_trip_continues_identically():
-    a = ServerOptimizer("fedadam", 0.1)
+def test_fedadam_on_minus_the_gradient_is_torch_adamw():
+    """With one local SGD step at rate 1, Δ = −g: the server's fedadam must be AdamW."""
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=(3, 4)).astype(np.float64)
+    param = torch.nn.Parameter(torch.tensor(w0))
+    reference = torch.optim.AdamW([param], lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
+                                  weight_decay=1e-2)
+    fed = FederationConfig(strategy="fedadam", server_lr=2e-3, server_weight_decay=1e-2)
+    opt, w = ServerOptimizer.for_federation(fed), [w0.copy()]
+    for _ in range(20):
+        g = rng.normal(size=w0.shape)
+        param.grad = torch.tensor(g)
+        reference.step()
+        w = opt.step(w, [-g])
+    assert np.allclose(w[0], param.detach().numpy(), rtol=0, atol=1e-12)
+
+
+def test_fedyogi_second_moment_moves_additively():
+    opt = ServerOptimizer("fedyogi", lr=0.1, betas=(0.9, 0.99), eps=1e-8)
+    opt.step([np.zeros(1)], [np.array([2.0])])  # v = 0 − 0.01·4·sign(0 − 4) = 0.04
+    assert opt.state["v"][0][0] == pytest.approx(0.04)
+    opt.step([np.zeros(1)], [np.array([0.1])])  # v = 0.04 − 0.01·0.01·sign(0.04 − 0.01)
+    assert opt.state["v"][0][0] == pytest.approx(0.04 - 0.0001)
+
+
+@pytest.mark.parametrize("kind", ["fedavgm", "fedadam", "fedyogi"])
+def test_state_round_trip_continues_identically(kind):
+    a = ServerOptimizer(kind, 0.1)
     w = a.step([np.ones(3)], [np.full(3, 0.5)])
-    b = ServerOptimizer("fedadam", 0.1)
+    b = ServerOptimizer(kind, 0.1)
     b.load_state_arrays(a.state_arrays())
     delta = [np.array([0.1, -0.2, 0.3])]
     assert np.allclose(a.step(w, delta)[0], b.step(w, delta)[0])

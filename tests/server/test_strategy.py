@@ -13,7 +13,8 @@ INITIAL = [np.zeros(2, np.float32), np.zeros((1, 2), np.float32)]
 
 def make(tmp_path, **fed):
     records = []
-    fed = FederationConfig(**{"rounds": 10, "clients_per_round": 3, "checkpoint_every": 2, **fed})
+    fed = FederationConfig(**{"rounds": 10, "clients_per_round": 3, "checkpoint_every": 2,
+                              "strategy": "fedavg", "server_lr": 1.0, **fed})
     strategy = FedRecStrategy(fed, 0, 5, KEYS, INITIAL, tmp_path,
                               lambda kind, r, v: records.append((kind, r, v)))
     strategy.node_to_client = {100 + i: i for i in range(5)}
@@ -71,3 +72,15 @@ def test_sampling_is_exact_and_reproducible(tmp_path):
     assert len(pick(1)) == 3 and pick(1) == pick(1)
     assert len({tuple(pick(r)) for r in range(1, 8)}) > 1
     assert strategy.configure_fit(1, params, manager)[0][1].config["server_round"] == 1
+
+
+def test_results_sharing_one_aggregate_weigh_by_their_summed_counts(tmp_path):
+    """SecAgg+ and the batched engine give every result the same Parameters object (the
+    weighted mean): it is decoded and checked once, and the round moves the model to it."""
+    strategy, records = make(tmp_path)
+    shared = reply(100, 1.5, 4)[1].parameters
+    results = [(SimpleNamespace(node_id=100 + i),
+                FitRes(Status(Code.OK, ""), shared, n, {"loss": 2.0})) for i, n in enumerate([4, 8])]
+    params, _ = strategy.aggregate_fit(1, results, [])
+    assert np.allclose(parameters_to_ndarrays(params)[0], [1.5, 1.5])
+    assert records[-1][2]["completed"] == 2 and records[-1][2]["train_loss"] == 2.0

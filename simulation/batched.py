@@ -1,0 +1,98 @@
+"""The batched engine: a round's sampled virtual clients computed as one batched step.
+
+With the `sgd` recipe and one local step, the server's weighted mean of the clients' updates
+is θ − η·Σ w_b·∇L_b / Σ w_b: one backward pass over the cohort's windows
+(`fedrec.client.local.sgd_update`, the function every device runs for itself). The batched
+engine runs exactly that in this process, then hands the strategy what Flower's SecAgg+
+workflow hands it: one `FitRes` per client carrying the aggregate, the client's own bucketed
+count and loss. So Flower's `DefaultWorkflow`, the `FedRecStrategy` (sampling, weighting,
+validation of the aggregate, server optimizer, checkpoints, records) and the run directory are
+those of every other engine; only the transport of training messages is skipped. Everything
+else (federated evaluation, discovery) goes through the real `ClientApp` and its mods on an
+`InProcessGrid`.
+
+It applies to plain runs with one local SGD step: secure aggregation and the per-message
+egress guard need one training message per client, DP needs per-client noise and accounting,
+and several local steps make the mean a function of per-client heads (those runs use the
+Ray engine; `engine = "auto"` chooses). Same seed, same round: the same aggregate as the
+clients computing one by one (a test checks it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.compat.common import recorddict_compat as compat
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
+
+from fedrec.client import data, local
+from fedrec.client.app import ClientSettings, InjectedFailure, injected_failure, reply_metrics
+from fedrec.client.store import PersonalStore
+from fedrec.common import wire
+
+
+class BatchedDevices:
+    """The simulation's virtual devices, trained a cohort at a time: each device's data
+    partition and personal store, as `FedRecClient` reads and writes them."""
+
+    def __init__(self, settings: ClientSettings):
+        self.settings = settings
+
+    def fit(self, users: list[int], shared, config) -> tuple[list, list]:
+        """Train `users` (client indices) from the arrays `shared` with the round's `config`
+        (server_round, seed, checkpoint_round). Returns (per client a FitRes or None for a
+        failed one, per client the failure or None)."""
+        s, fed = self.settings, self.settings.federation
+        round_, seed = int(config["server_round"]), int(config["seed"])
+        keep_from = int(config["checkpoint_round"])
+        failed = [injected_failure(fed, seed, round_, u) for u in users]
+        active = [u for u, f in zip(users, failed) if not f]
+        stores = {u: PersonalStore(Path(s.store_root) / f"{u:06d}", s.store_fsync) for u in active}
+        partitions = [data.user_partition(s.data, u) for u in active]
+        weights = [wire.bucket_count(max(0, len(d.train_items) - 1), s.schema.max_count)
+                   for d in partitions]
+        update = local.sgd_update(
+            s.model, fed, data.catalog_embeddings(s.data), shared,
+            [stores[u].load(before_round=round_) for u in active], partitions, weights,
+            [local.training_seed(seed, round_, u) for u in active], local.round_seed(seed, round_))
+        parameters = ndarrays_to_parameters(update.shared)
+        replies = {}
+        for u, personal, n, loss in zip(active, update.personal, update.num_examples,
+                                        update.losses):
+            stores[u].save(round_, personal, keep_from=keep_from)
+            replies[u] = FitRes(Status(Code.OK, "Success"), parameters,
+                                wire.bucket_count(n, s.schema.max_count),
+                                reply_metrics(loss, s.schema))
+        return ([replies.get(u) for u in users],
+                [InjectedFailure(f"injected failure in round {round_}") if f else None
+                 for f in failed])
+
+
+class BatchedFitWorkflow:
+    """A `fit_workflow` for Flower's `DefaultWorkflow` (as `SecAggPlusWorkflow` is one): the
+    strategy samples and configures the round, `BatchedDevices` trains the cohort, and the
+    strategy aggregates the results."""
+
+    def __init__(self, strategy, devices: BatchedDevices):
+        self.strategy, self.devices = strategy, devices
+
+    def __call__(self, grid, context) -> None:
+        round_ = int(context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND])
+        parameters = compat.arrayrecord_to_parameters(
+            context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
+        instructions = self.strategy.configure_fit(round_, parameters, context.client_manager)
+        if not instructions:
+            return
+        fit_ins = instructions[0][1]  # the same instructions for every sampled client
+        proxies = [proxy for proxy, _ in instructions]
+        users = [self.strategy.node_to_client[p.node_id] for p in proxies]
+        replies, errors = self.devices.fit(users, parameters_to_ndarrays(fit_ins.parameters),
+                                           fit_ins.config)
+        results = [(p, r) for p, r in zip(proxies, replies) if r is not None]
+        failures = [e for e in errors if e is not None]
+        aggregated, metrics = self.strategy.aggregate_fit(round_, results, failures)
+        if aggregated is not None:
+            context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
+                aggregated, True)
+            context.history.add_metrics_distributed_fit(server_round=round_, metrics=metrics)
