@@ -109,10 +109,9 @@ def markdown(results: dict) -> str:
 
 
 def plot(results: dict, path: Path) -> None:
-    import matplotlib
+    from fedrec.common.plots import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     keys = ["hr@10", "ndcg@10", "recall@20", "mrr@10"]
     models = list(results["models"])
@@ -127,7 +126,7 @@ def plot(results: dict, path: Path) -> None:
     ax.set_title(f"Central training on {results['dataset']} (seeds {results['seeds']})")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_png(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

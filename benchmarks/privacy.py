@@ -129,10 +129,9 @@ def sweep(args) -> dict:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
+    from fedrec.common.plots import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     runs = result["runs"]
     base = next(r["ndcg@10"] for r in runs if r["mode"] == "off")
@@ -153,7 +152,7 @@ def plot(result: dict, path: Path) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_png(fig, path, dpi=120)
 
 
 def main() -> None:

@@ -37,7 +37,8 @@ def run(args, cohort: int, secagg: bool) -> Path:
     shutil.rmtree(run_dir, ignore_errors=True)
     cfg = RunConfig(dataset=args.dataset, seed=args.seed)
     cfg.federation = replace(cfg.federation, rounds=args.rounds, clients_per_round=cohort,
-                             strategy="fedavg", eval_every=args.rounds, eval_clients=10,
+                             strategy="fedavg", server_lr=1.0,
+                             server_lr_schedule="constant", eval_every=args.rounds, eval_clients=10,
                              checkpoint_every=1, secagg=secagg,
                              secagg_dropout=args.dropout)
     simulate(cfg.validate(), run_dir, progress=False)
@@ -127,10 +128,9 @@ def main() -> None:
 
 
 def plot(rows: list[dict], path: Path, dataset: str) -> None:
-    import matplotlib
+    from fedrec.common.plots import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -145,7 +145,7 @@ def plot(rows: list[dict], path: Path, dataset: str) -> None:
     ax.set_title(f"SecAgg+ vs plain aggregation, {dataset}")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_png(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -94,13 +94,12 @@ def privacy_report(
 
 def _plot_class_sizes(profiles, result: dict, path: Path) -> None:
     """Users by the size of their equivalence class, one bar group per report row."""
-    import matplotlib
+    from fedrec.common.plots import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
-    from fedrec.common import anonymity, atomic
+    from fedrec.common import anonymity
 
     edges = [1, 2, 5, 10, 20, 50, 100, np.inf]
     labels = ["1", "2-4", "5-9", "10-19", "20-49", "50-99", "100+"]
@@ -116,6 +115,4 @@ def _plot_class_sizes(profiles, result: dict, path: Path) -> None:
     ax.set_title(f"{result['dataset']}: re-identification risk (k target {result['k_target']})")
     ax.legend()
     fig.tight_layout()
-    with atomic.atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    save_png(fig, path, dpi=120)

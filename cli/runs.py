@@ -31,7 +31,7 @@ def compare(
         history = [r for r in read_jsonl(run / "metrics.jsonl") if "ndcg@10" in r]
         if history:
             curves[str(run)] = ([r["round"] for r in history], [r["ndcg@10"] for r in history])
-    typer.echo(format_table(rows, HEADLINE + ["rounds"], first="run"))
+    typer.echo(format_table(rows, HEADLINE + ["selected_round", "rounds"], first="run"))
     if curves:
         target = plot or runs[0] / "compare-ndcg.png"
         _plot(curves, target)
@@ -39,12 +39,10 @@ def compare(
 
 
 def _plot(curves: dict, path: Path) -> None:
-    import matplotlib
+    from fedrec.common.plots import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
-    from fedrec.common.atomic import atomic_path
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, (x, y) in curves.items():
@@ -54,6 +52,4 @@ def _plot(curves: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=120)

@@ -28,11 +28,14 @@ def simulate(
     strategy: Annotated[str | None, typer.Option(
         help="fedavg, fedavgm, fedadam, fedyogi or fedprox.")] = None,
     server_lr: Annotated[float | None, typer.Option(help="Server learning rate.")] = None,
+    server_lr_schedule: Annotated[str | None, typer.Option(
+        help="'constant' or 'cosine' (the server learning rate annealed to 0 over the rounds).")] = None,
     engine: Annotated[str | None, typer.Option(
         help="auto, batched (a round's training as one computation; plain runs) or ray "
         "(Flower's engine, one message per client; every feature).")] = None,
     eval_every: Annotated[int | None, typer.Option(help="Evaluate every N rounds.")] = None,
-    eval_clients: Annotated[int | None, typer.Option(help="Federated-evaluation cohort (0: all).")] = None,
+    eval_clients: Annotated[int | None, typer.Option(
+        help="Federated-evaluation sample per evaluation round (0: all); the last asks all.")] = None,
     fail_rate: Annotated[float | None, typer.Option(help="Seeded share of clients that fail while training.")] = None,
     secagg: Annotated[bool, typer.Option(
         "--secagg", help="Aggregate with SecAgg+: the server sees only the sum of updates.")] = False,
@@ -77,6 +80,7 @@ def simulate(
                      "local_optimizer": local_optimizer, "local_steps": local_steps,
                      "local_epochs": local_epochs, "reconstruct_steps": reconstruct_steps,
                      "engine": engine, "strategy": strategy, "server_lr": server_lr,
+                     "server_lr_schedule": server_lr_schedule,
                      "eval_every": eval_every, "eval_clients": eval_clients,
                      "fail_rate": fail_rate, "secagg_dropout": secagg_dropout,
                      "secagg": secagg or None}
@@ -99,16 +103,21 @@ def simulate(
         a = final["anonymization"]
         typer.echo(f"profiles on devices: {a['generalization']} (k = {a['k']}, target "
                    f"{a['k_target']})")
-    typer.echo(f"{final['rounds']} rounds; run written to {out}")
+    typer.echo(f"{final['rounds']} rounds; the table shows round {final['selected_round']} "
+               f"(best validation NDCG@10; the last round's metrics are under 'last' in "
+               f"metrics.json); run written to {out}")
 
 
 # named sets of [federation] settings; single flags override them
 RECIPES = {
     "fedsgd": {"local_optimizer": "sgd", "local_steps": 1, "local_lr": 1.0,
-               "reconstruct_steps": 2, "reconstruct_lr": 0.05, "strategy": "fedadam",
-               "server_lr": 3e-3},
+               "reconstruct_steps": 5, "reconstruct_lr": 0.05, "reconstruct_from": "zero",
+               "strategy": "fedadam",
+               "server_lr": 3e-3, "server_lr_schedule": "cosine"},
     "local-adam": {"local_optimizer": "adam", "local_epochs": 2, "reconstruct_steps": 0,
-                   "strategy": "fedavgm", "server_lr": 1.0, "server_momentum": 0.9},
+                   "reconstruct_from": "stored",
+                   "strategy": "fedavgm", "server_lr": 1.0, "server_momentum": 0.9,
+                   "server_lr_schedule": "constant"},
 }
 
 

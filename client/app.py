@@ -22,6 +22,7 @@ from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
 
 from fedrec.client import data, dp, local
+from fedrec.client import personal as personal_state
 from fedrec.client.budget import PrivacyAccount, digest
 from fedrec.client.identity import pseudonym
 from fedrec.client.store import PersonalStore
@@ -96,7 +97,7 @@ class FedRecClient(NumPyClient):
         """Local training without DP, or user-level DP (clip + noise share) on top of it."""
         s, fed = self.settings, self.settings.federation
         embeddings, user_data = data.catalog_embeddings(s.data), data.user_partition(s.data, self.user)
-        stored = self.store.load(before_round=round_)
+        stored = personal_state.starting_point(self.store, round_, fed)
         local_seed = local.training_seed(seed, round_, self.user)
         if fed.local_optimizer == "sgd":
             update = local.sgd_update(s.model, fed, embeddings, parameters, [stored], [user_data],
@@ -116,7 +117,8 @@ class FedRecClient(NumPyClient):
                                           privacy.noise_share_std(s.privacy, s.cohort),
                                           secrets.randbits(62))
             num_examples, metrics = 1, {}
-        self.store.save(round_, personal, keep_from=keep_from)
+        if personal_state.kept(fed):
+            self.store.save(round_, personal, keep_from=keep_from)
         return shared, num_examples, metrics
 
     def _fit_record(self, parameters, round_: int, keep_from: int):
@@ -167,9 +169,10 @@ class FedRecClient(NumPyClient):
 
     def evaluate(self, parameters, config):
         s = self.settings
-        personal = self.store.load(before_round=int(config["server_round"]) + 1)
+        stored = personal_state.starting_point(self.store, int(config["server_round"]) + 1,
+                                               s.federation)
         result = local.evaluate_local(s.model, data.catalog_embeddings(s.data), parameters,
-                                      personal, data.user_partition(s.data, self.user),
+                                      stored, data.user_partition(s.data, self.user),
                                       s.federation.reconstruct_steps, s.federation.reconstruct_lr)
         if result is None:
             return 0.0, 0, {}

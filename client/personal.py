@@ -22,6 +22,20 @@ from fedrec.common.model import FedRecModel, combine, gather_padded, pad_histori
 PERSONAL_KEY = "personal_vector"
 
 
+def kept(fed) -> bool:
+    """Whether a device keeps its personal vector between visits (`reconstruct_from =
+    "stored"`). With "zero" the vector is rebuilt from the device's own data whenever it is
+    needed (Federated Reconstruction's stateless clients), so nothing is stored."""
+    return fed.reconstruct_from == "stored"
+
+
+def starting_point(store, before_round: int, fed) -> dict | None:
+    """Where a reconstruction starts: the state `store` (a `PersonalStore`) holds from before
+    round `before_round`, or nothing (zeros) with `federation.reconstruct_from = "zero"`,
+    in which case the store is not read."""
+    return store.load(before_round=before_round) if kept(fed) else None
+
+
 def initial(personal: dict | None, dim: int) -> torch.Tensor:
     """(dim,) the stored personal vector, or zeros for a device that has none yet."""
     if personal is None:

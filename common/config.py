@@ -46,10 +46,12 @@ class FederationConfig:
     local_steps: int = 1  # sgd: full-batch steps per visit (1 = FedSGD)
     local_lr: float = 1.0  # sgd: step size (the server's adaptive optimizer sets the scale)
     local_epochs: int = 2  # adam: epochs of the [train] loop per visit
-    reconstruct_steps: int = 2  # personal-vector steps against the frozen head, per visit/eval
+    reconstruct_steps: int = 5  # personal-vector steps against the frozen head, per visit/eval
     reconstruct_lr: float = 0.05
+    reconstruct_from: str = "zero"  # zero: from scratch each time | stored: the device's last
     strategy: str = "fedadam"  # fedavg | fedavgm | fedadam | fedyogi | fedprox
     server_lr: float = 3e-3
+    server_lr_schedule: str = "cosine"  # cosine (annealed to 0 over `rounds`) | constant
     server_momentum: float = 0.9  # fedavgm
     server_beta1: float = 0.9  # fedadam / fedyogi
     server_beta2: float = 0.999  # fedadam / fedyogi
@@ -58,7 +60,8 @@ class FederationConfig:
     proximal_mu: float = 0.01  # fedprox
     max_update_norm: float = 100.0  # L2 bound on a client's update; larger ones are rejected
     eval_every: int = 100
-    eval_clients: int = 0  # federated evaluation cohort per eval round; 0 = every client
+    eval_clients: int = 100  # federated-evaluation sample per eval round (0 = every client);
+    #                          the last round's evaluation always asks every client
     checkpoint_every: int = 50
     engine: str = "auto"  # batched | ray | auto (batched where it applies, else ray)
     fail_rate: float = 0.0  # seeded share of sampled clients that fail while training
@@ -72,7 +75,8 @@ class FederationConfig:
 
     def validate(self) -> FederationConfig:
         for name, allowed in (("strategy", STRATEGIES), ("local_optimizer", LOCAL_OPTIMIZERS),
-                              ("engine", ENGINES)):
+                              ("engine", ENGINES), ("reconstruct_from", ("stored", "zero")),
+                              ("server_lr_schedule", ("constant", "cosine"))):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"federation.{name} = '{getattr(self, name)}'; expected one of "
                                   f"{sorted(allowed)}")

@@ -115,9 +115,9 @@ class BPRConfig:
     dim: int = 64
     epochs: int = 300
     batch_size: int = 1024
-    lr: float = 5e-3
-    weight_decay: float = 1e-5
-    negatives: int = 1  # sampled per positive, uniformly among the user's unseen items
+    lr: float = 1e-3
+    weight_decay: float = 1e-3  # L2 on the embeddings a pair uses, per pair
+    negatives: int = 4  # sampled per positive, uniformly among the user's unseen items
     eval_every: int = 5
     patience: int = 3
     seed: int = 0
@@ -194,16 +194,30 @@ class BPRMF(Recommender):
 
 def unseen_items(seen, users: np.ndarray, rng: np.random.Generator, tries: int = 20) -> np.ndarray:
     """One item per entry of `users`, uniform among the items that user has not seen in
-    `seen` (a CSR user x item matrix): rejection sampling, redrawing only the clashes. A user
+    `seen` (a CSR user x item matrix): rejection sampling, redrawing only the clashes, and an
+    exact draw from the user's unseen items for the few still clashing after `tries`. A user
     who has seen every item keeps its last draw."""
-    items = rng.integers(0, seen.shape[1], len(users))
-    clash = np.asarray(seen[users, items]).ravel() > 0
+    coo = seen.tocoo()
+    n_items = seen.shape[1]
+    keys = np.sort(coo.row.astype(np.int64) * n_items + coo.col)  # every (user, item) seen
+
+    def was_seen(u, i):
+        key = u * n_items + i
+        pos = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
+        return keys[pos] == key if len(keys) else np.zeros(len(key), bool)
+
+    items = rng.integers(0, n_items, len(users))
+    clash = was_seen(users, items)
     for _ in range(tries):
         if not clash.any():
             break
         idx = np.flatnonzero(clash)
-        items[idx] = rng.integers(0, seen.shape[1], len(idx))
-        clash[idx] = np.asarray(seen[users[idx], items[idx]]).ravel() > 0
+        items[idx] = rng.integers(0, n_items, len(idx))
+        clash[idx] = was_seen(users[idx], items[idx])
+    for k in np.flatnonzero(clash):
+        unseen = np.setdiff1d(np.arange(n_items), seen[users[k]].indices)
+        if len(unseen):
+            items[k] = rng.choice(unseen)
     return items
 
 

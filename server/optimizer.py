@@ -13,9 +13,14 @@ With one local step, fedadam is AdamW on the cohort's gradient: a round is one s
 central training (β1, β2, τ, λ = server_beta1, server_beta2, server_eps,
 server_weight_decay). Reddi et al. omit bias correction; it matters here because rounds start
 from m = v = 0 with β2 = 0.999, which would shrink the first hundreds of steps.
+
+With `decay_rounds` > 0, η follows a half cosine from `server_lr` to 0 over that many rounds
+(`server_lr_schedule = "cosine"`): late rounds move the served head less.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -24,19 +29,37 @@ ADAPTIVE = ("fedadam", "fedyogi")
 
 class ServerOptimizer:
     def __init__(self, kind: str, lr: float, momentum: float = 0.9, betas=(0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0):
-        self.kind, self.lr, self.momentum = kind, lr, momentum
+                 eps: float = 1e-8, weight_decay: float = 0.0, decay_rounds: int = 0):
+        self.kind, self.base_lr, self.momentum = kind, lr, momentum
+        self.decay_rounds = decay_rounds
         self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
         self.state: dict[str, list[np.ndarray]] = {}
 
     @classmethod
     def for_federation(cls, fed) -> ServerOptimizer:
         """The optimizer a `FederationConfig` asks for."""
+        decay = fed.rounds if fed.server_lr_schedule == "cosine" else 0
         return cls(fed.strategy, fed.server_lr, fed.server_momentum,
-                   (fed.server_beta1, fed.server_beta2), fed.server_eps, fed.server_weight_decay)
+                   (fed.server_beta1, fed.server_beta2), fed.server_eps, fed.server_weight_decay,
+                   decay)
+
+    @property
+    def steps(self) -> int:
+        """Server steps taken so far (checkpointed with the state)."""
+        return int(self.state.get("t", [np.zeros(1)])[0][0])
+
+    def lr_at(self, step: int) -> float:
+        """η of server step `step` (1-based)."""
+        if not self.decay_rounds:
+            return self.base_lr
+        progress = min(step - 1, self.decay_rounds) / self.decay_rounds
+        return self.base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def step(self, weights: list[np.ndarray], delta: list[np.ndarray]) -> list[np.ndarray]:
         """New global weights from the current ones and the round's pseudo-gradient."""
+        t = self.state.setdefault("t", [np.zeros(1)])[0]
+        t += 1
+        self.lr = self.lr_at(int(t[0]))
         if self.kind == "fedavgm":
             v = self.state.setdefault("momentum", [np.zeros_like(d) for d in delta])
             for i, d in enumerate(delta):
@@ -50,8 +73,7 @@ class ServerOptimizer:
         b1, b2 = self.betas
         m = self.state.setdefault("m", [np.zeros_like(d) for d in delta])
         v = self.state.setdefault("v", [np.zeros_like(d) for d in delta])
-        t = self.state.setdefault("t", [np.zeros(1)])[0]
-        t += 1
+        t = self.state["t"][0]
         out = []
         for i, (w, d) in enumerate(zip(weights, delta)):
             m[i] = b1 * m[i] + (1 - b1) * d

@@ -213,7 +213,9 @@ class FedRecStrategy(FedAvg):
             record["secagg_seconds"] = self.stage_seconds
             self.stage_seconds, self.secagg_params, self.secagg_state = {}, {}, None
         self.closed_round = round_
-        if round_ % self.fed.checkpoint_every == 0 or round_ == self.total_rounds:
+        # every evaluated round too: the round chosen by validation is served from its file
+        if (round_ % self.fed.checkpoint_every == 0 or round_ == self.total_rounds
+                or self.is_eval_round(round_)):
             checkpoint.save(self.run_dir / "checkpoints", round_,
                             dict(zip(self.keys, self.current)), self.optimizer.state_arrays())
             self.last_checkpoint = round_
@@ -230,7 +232,9 @@ class FedRecStrategy(FedAvg):
         first = server_round == 0
         if not (self.is_eval_round(round_) or round_ == 0):
             return None
+        started = time.perf_counter()
         metrics = self.central_eval(round_, parameters_to_ndarrays(parameters))
+        metrics["eval_seconds"] = round(time.perf_counter() - started, 3)
         self.record("initial_eval" if first else "central_eval", round_, metrics)
         return 1.0 - metrics["ndcg@10"], metrics
 
@@ -238,7 +242,8 @@ class FedRecStrategy(FedAvg):
         round_ = self._round(server_round)
         if not self.is_eval_round(round_):
             return []
-        size = self.fed.eval_clients or self.num_clients
+        last = round_ == self.total_rounds  # the final evaluation asks every client
+        size = self.num_clients if last else self.fed.eval_clients or self.num_clients
         ins = EvaluateIns(parameters, {"server_round": round_})
         return [(p, ins) for p in self._sample(client_manager, round_, size, 1)]
 

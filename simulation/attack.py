@@ -252,13 +252,9 @@ def table(report: dict) -> str:
 
 
 def plot(report: dict, path: Path) -> None:
-    import matplotlib
+    from fedrec.common.plots import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from fedrec.common import atomic
-
+    plt = pyplot()
     results = report["results"]
     names = [r["setting"] for r in results]
     x = np.arange(len(names))
@@ -274,6 +270,4 @@ def plot(report: dict, path: Path) -> None:
                  f"{report['trials']} canaries)")
     ax.legend()
     fig.tight_layout()
-    with atomic.atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_png(fig, path, dpi=110)

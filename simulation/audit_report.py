@@ -38,20 +38,14 @@ CAVEATS = [
 
 def plots(report: dict, out_dir: Path, stem: str) -> dict[str, Path]:
     """PNG plots of `report` in `out_dir`: ε by round, ε over clients, utility vs ε."""
-    import matplotlib
+    from fedrec.common.plots import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     made: dict[str, Path] = {}
 
     def save(fig, name: str) -> None:
-        path = out_dir / f"{stem}-{name}.png"
         fig.tight_layout()
-        with atomic.atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=110)
-        plt.close(fig)
-        made[name] = path
+        made[name] = save_png(fig, out_dir / f"{stem}-{name}.png", dpi=110)
 
     for run in report.get("runs", [report]):
         spent = run.get("spent", {})

@@ -27,6 +27,7 @@ from flwr.compat.common import recorddict_compat as compat
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
 
 from fedrec.client import data, local
+from fedrec.client import personal as personal_state
 from fedrec.client.app import ClientSettings, InjectedFailure, injected_failure, reply_metrics
 from fedrec.client.store import PersonalStore
 from fedrec.common import wire
@@ -54,13 +55,15 @@ class BatchedDevices:
                    for d in partitions]
         update = local.sgd_update(
             s.model, fed, data.catalog_embeddings(s.data), shared,
-            [stores[u].load(before_round=round_) for u in active], partitions, weights,
+            [personal_state.starting_point(stores[u], round_, fed) for u in active],
+            partitions, weights,
             [local.training_seed(seed, round_, u) for u in active], local.round_seed(seed, round_))
         parameters = ndarrays_to_parameters(update.shared)
         replies = {}
-        for u, personal, n, loss in zip(active, update.personal, update.num_examples,
-                                        update.losses):
-            stores[u].save(round_, personal, keep_from=keep_from)
+        for u, state, n, loss in zip(active, update.personal, update.num_examples,
+                                     update.losses):
+            if personal_state.kept(fed):
+                stores[u].save(round_, state, keep_from=keep_from)
             replies[u] = FitRes(Status(Code.OK, "Success"), parameters,
                                 wire.bucket_count(n, s.schema.max_count),
                                 reply_metrics(loss, s.schema))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 from fedrec.common import atomic
@@ -37,6 +38,7 @@ class Recorder:
 
     def __init__(self, run_dir: Path, bar=None):
         self.run_dir, self.bar = Path(run_dir), bar
+        self.started = time.perf_counter()
         self.pending: dict[int, dict] = {}
         self.totals = {"failed": 0, "rejected": 0, "rounds_not_aggregated": 0}
         self.last_metrics: dict | None = None
@@ -63,6 +65,7 @@ class Recorder:
 
     def _flush(self, round_: int) -> None:
         row = self.pending.pop(round_)
+        row["elapsed_seconds"] = round(time.perf_counter() - self.started, 2)  # this session
         # rounds without evaluation never flush: drop their partial rows
         self.pending = {r: v for r, v in self.pending.items() if r > round_}
         self._append("metrics.jsonl", row)

@@ -61,14 +61,14 @@ def central_evaluator(model_cfg, fed: config.FederationConfig, prepared, store_r
     global head from the state on its own device (`fedrec.client.personal`, what a device does
     before it recommends), then the catalog is ranked for it. A simulation-only view: a real
     server never sees personal state."""
-    from fedrec.client.personal import personalized_model
+    from fedrec.client.personal import personalized_model, starting_point
     from fedrec.client.store import PersonalStore
 
     split = prepared.split
     embeddings = torch.as_tensor(prepared.item_embeddings)
 
     def evaluate(round_: int, arrays: list[np.ndarray]) -> dict:
-        states = [PersonalStore(store_root / f"{user:06d}").load(before_round=round_ + 1)
+        states = [starting_point(PersonalStore(store_root / f"{user:06d}"), round_ + 1, fed)
                   for user in range(split.num_users)]
         model = personalized_model(model_cfg, embeddings, arrays, states, split.train_sequences,
                                    fed.reconstruct_steps, fed.reconstruct_lr)
@@ -200,7 +200,13 @@ def finish(run_dir: Path, recorder: Recorder, seconds: float, engine_name: str =
     rounds = read_jsonl(run_dir / "rounds.jsonl")
     if not evaluated:
         raise RunDirError(f"{run_dir}: the run ended without any evaluated round")
-    final = {k: v for k, v in evaluated[-1].items() if k not in ("train_loss", "failed")}
+    chosen = select_round(evaluated)
+    final = {k: v for k, v in chosen.items()
+             if k not in ("train_loss", "failed", "round", "elapsed_seconds", "eval_seconds")}
+    final.update(
+        selected_round=chosen["round"],
+        last={k: v for k, v in evaluated[-1].items() if k not in ("train_loss", "failed")},
+    )
     final.update(
         rounds=max((r["round"] for r in rounds), default=0),
         failed_client_updates=sum(r["failed"] for r in rounds),
@@ -219,6 +225,17 @@ def finish(run_dir: Path, recorder: Recorder, seconds: float, engine_name: str =
                                   if k in facts}
     atomic.write_text(run_dir / "metrics.json", json.dumps(final, indent=2))
     return final
+
+
+def select_round(evaluated: list[dict]) -> dict:
+    """The evaluated round whose global head a run serves: the best validation NDCG@10 (as
+    central training's early stopping chooses its epoch; never the test metric), the latest on
+    ties; the initial model only if nothing else was evaluated. Its checkpoint is
+    `checkpoints/round-NNNNNN.safetensors` (every evaluated round is checkpointed)."""
+    trained = [r for r in evaluated if r["round"] > 0] or evaluated
+    score = [(v if v == v else -1.0, r["round"])  # NaN (no validation users) ranks last
+             for r in trained for v in [r.get("valid_ndcg@10", float("nan"))]]
+    return trained[max(range(len(trained)), key=lambda i: score[i])]
 
 
 def privacy_summary(run_dir: Path) -> dict:

@@ -107,3 +107,22 @@ def test_explanations_point_to_the_same_cluster(fitted):
     because = model.explain(item, history, n=2)
     assert len(because) == 2
     assert all(j in history for j, _ in because)
+
+
+def test_bpr_negatives_are_never_items_the_user_has_seen():
+    import scipy.sparse as sp
+
+    from fedrec.common.recommenders import unseen_items
+
+    rng = np.random.default_rng(0)
+    dense = (rng.random((50, 12)) < 0.7).astype(np.float32)  # long histories: many redraws
+    dense[np.arange(50), np.arange(50) % 12] = 0.0  # ... but every user has an unseen item
+    dense[0, :] = 1.0  # except user 0, who has seen everything and keeps its last draw
+    seen = sp.csr_matrix(dense)
+    users = np.repeat(np.arange(1, 50), 40)
+    items = unseen_items(seen, users, rng)
+    assert not np.asarray(seen[users, items]).ravel().any()
+    # uniform over the unseen items: each of user 1's unseen items is drawn about equally
+    counts = np.bincount(items[users == 1], minlength=12)[np.asarray(seen[1].todense()).ravel() == 0]
+    assert counts.min() > 0
+    assert unseen_items(seen, np.zeros(3, np.int64), rng).shape == (3,)

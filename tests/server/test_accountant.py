@@ -26,7 +26,7 @@ def reply(node, value, n, arrays=None):
 def make(tmp_path, cfg=USER):
     records = []
     fed = FederationConfig(rounds=10, clients_per_round=4, checkpoint_every=100, strategy="fedavg",
-                           server_lr=1.0)
+                           server_lr=1.0, server_lr_schedule="constant")
     strategy = FedRecStrategy(fed, 0, 8, KEYS, INITIAL, tmp_path,
                               lambda kind, r, v: records.append((kind, r, v)),
                               privacy=cfg, ledger=tmp_path / "privacy" / "ledger.jsonl")

@@ -33,7 +33,8 @@ def test_fedadam_on_minus_the_gradient_is_torch_adamw():
     param = torch.nn.Parameter(torch.tensor(w0))
     reference = torch.optim.AdamW([param], lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
                                   weight_decay=1e-2)
-    fed = FederationConfig(strategy="fedadam", server_lr=2e-3, server_weight_decay=1e-2)
+    fed = FederationConfig(strategy="fedadam", server_lr=2e-3, server_weight_decay=1e-2,
+                           server_lr_schedule="constant")
     opt, w = ServerOptimizer.for_federation(fed), [w0.copy()]
     for _ in range(20):
         g = rng.normal(size=w0.shape)
@@ -41,6 +42,27 @@ def test_fedadam_on_minus_the_gradient_is_torch_adamw():
         reference.step()
         w = opt.step(w, [-g])
     assert np.allclose(w[0], param.detach().numpy(), rtol=0, atol=1e-12)
+
+
+def test_cosine_schedule_is_torch_adamw_with_cosine_annealing():
+    """`server_lr_schedule = "cosine"` anneals η to 0 over `rounds`, as torch's
+    CosineAnnealingLR(T_max=rounds) does for AdamW stepped once per round."""
+    rng = np.random.default_rng(1)
+    w0 = rng.normal(size=(5,))
+    param = torch.nn.Parameter(torch.tensor(w0))
+    reference = torch.optim.AdamW([param], lr=1e-2, weight_decay=1e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(reference, T_max=12)
+    fed = FederationConfig(rounds=12, server_lr=1e-2, server_weight_decay=1e-3,
+                           server_lr_schedule="cosine")
+    opt, w = ServerOptimizer.for_federation(fed), [w0.copy()]
+    for _ in range(12):
+        g = rng.normal(size=w0.shape)
+        param.grad = torch.tensor(g)
+        reference.step()
+        schedule.step()
+        w = opt.step(w, [-g])
+    assert np.allclose(w[0], param.detach().numpy(), rtol=0, atol=1e-12)
+    assert opt.lr_at(1) == 1e-2 and opt.lr_at(7) == pytest.approx(5e-3) and opt.lr_at(13) == 0
 
 
 def test_fedyogi_second_moment_moves_additively():

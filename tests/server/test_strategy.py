@@ -14,7 +14,8 @@ INITIAL = [np.zeros(2, np.float32), np.zeros((1, 2), np.float32)]
 def make(tmp_path, **fed):
     records = []
     fed = FederationConfig(**{"rounds": 10, "clients_per_round": 3, "checkpoint_every": 2,
-                              "strategy": "fedavg", "server_lr": 1.0, **fed})
+                              "strategy": "fedavg", "server_lr": 1.0,
+                              "server_lr_schedule": "constant", **fed})
     strategy = FedRecStrategy(fed, 0, 5, KEYS, INITIAL, tmp_path,
                               lambda kind, r, v: records.append((kind, r, v)))
     strategy.node_to_client = {100 + i: i for i in range(5)}

@@ -148,7 +148,8 @@ def test_the_batched_engine_runs_the_same_federation_as_the_ray_engine(home, tmp
 
     def run(engine):
         cfg = small_config(engine=engine, rounds=2, checkpoint_every=1, fail_rate=0.2,
-                           strategy="fedavg", server_lr=1.0, local_lr=0.5)
+                           strategy="fedavg", server_lr=1.0, local_lr=0.5,
+                           server_lr_schedule="constant")
         cfg.fedrec = replace(cfg.fedrec, dropout=0.2)
         log = tmp_path / f"{engine}.jsonl"
         return simulate(cfg.validate(), tmp_path / engine, progress=False, egress_log=log), log
@@ -177,7 +178,7 @@ def test_the_batched_engine_runs_the_same_federation_as_the_ray_engine(home, tmp
 
 def test_the_first_recipe_stays_selectable_and_runs_on_the_ray_engine(home, tmp_path):
     cfg = small_config(local_optimizer="adam", local_epochs=3, strategy="fedavg", server_lr=1.0,
-                       reconstruct_steps=0)
+                       reconstruct_steps=0, server_lr_schedule="constant")
     final = simulate(cfg, tmp_path / "run", progress=False)
     history = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert final["engine"] == "ray" and history[-1]["ndcg@10"] > history[0]["ndcg@10"]
