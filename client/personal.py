@@ -1,7 +1,8 @@
-"""The personal vector p_u: trained and kept on the device, never sent, and reconstructed
-against the current global head before it is used (Federated Reconstruction, Singhal et al.,
-NeurIPS 2021): a few local steps with the shared head frozen, at each training visit before
-the shared update and before every evaluation or recommendation. A stale p_u (the head moved
+"""The personal vector p_u: computed on the device (kept there between visits only with
+`reconstruct_from = "stored"`), never sent, and reconstructed against the current global head
+before it is used (Federated Reconstruction, Singhal et al., NeurIPS 2021): a few local steps
+with the shared head frozen, at each training visit before the shared update and before every
+evaluation or recommendation. A stale p_u (the head moved
 since the user's last visit) or a missing one (a user never sampled) is thus never served.
 
 The reconstruction fits p_u to the user's own newest `max_history` transitions (next-item

@@ -161,10 +161,11 @@ class RunConfig:
         return self
 
 
-    def engine(self) -> str:
+    def engine(self, egress_log: bool = False) -> str:
         """The simulation engine of this run: 'batched' or 'ray' (`federation.engine`, with
-        'auto' choosing batched where it applies, see `fedrec.simulation.batched`)."""
-        reason = self.batched_unsupported()
+        'auto' choosing batched where it applies, see `fedrec.simulation.batched`).
+        `egress_log`: every client message is to be logged, which needs one per client."""
+        reason = self.batched_unsupported(egress_log)
         if self.federation.engine == "batched" and reason:
             raise ConfigError(f"federation.engine = 'batched' cannot run this configuration: "
                               f"{reason}; use engine = 'ray' or 'auto'")
@@ -172,13 +173,15 @@ class RunConfig:
             return "ray" if reason else "batched"
         return self.federation.engine
 
-    def batched_unsupported(self) -> str | None:
+    def batched_unsupported(self, egress_log: bool = False) -> str | None:
         """Why the batched engine cannot run this configuration (None: it can)."""
         fed = self.federation
         if fed.secagg:
             return "secure aggregation needs one training message per client"
         if self.privacy.enabled:
             return "differential privacy needs per-client clipping, noise and accounting"
+        if egress_log:
+            return "an egress log records every client's training message, one per client"
         if fed.local_optimizer != "sgd" or fed.local_steps != 1:
             return "only one local SGD step (local_optimizer = 'sgd', local_steps = 1) is batched"
         return None

@@ -43,23 +43,21 @@ class ServerOptimizer:
                    (fed.server_beta1, fed.server_beta2), fed.server_eps, fed.server_weight_decay,
                    decay)
 
-    @property
-    def steps(self) -> int:
-        """Server steps taken so far (checkpointed with the state)."""
-        return int(self.state.get("t", [np.zeros(1)])[0][0])
-
-    def lr_at(self, step: int) -> float:
-        """η of server step `step` (1-based)."""
+    def lr_at(self, round_: int) -> float:
+        """η of the server step of round `round_` (1-based): the schedule follows rounds, not
+        steps, so a round that aggregated nothing still moves it along."""
         if not self.decay_rounds:
             return self.base_lr
-        progress = min(step - 1, self.decay_rounds) / self.decay_rounds
+        progress = min(max(round_ - 1, 0), self.decay_rounds) / self.decay_rounds
         return self.base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    def step(self, weights: list[np.ndarray], delta: list[np.ndarray]) -> list[np.ndarray]:
-        """New global weights from the current ones and the round's pseudo-gradient."""
+    def step(self, weights: list[np.ndarray], delta: list[np.ndarray],
+             round_: int | None = None) -> list[np.ndarray]:
+        """New global weights from the current ones and the pseudo-gradient of round `round_`
+        (default: the next step's number, for a caller without rounds)."""
         t = self.state.setdefault("t", [np.zeros(1)])[0]
         t += 1
-        self.lr = self.lr_at(int(t[0]))
+        self.lr = self.lr_at(int(t[0]) if round_ is None else round_)
         if self.kind == "fedavgm":
             v = self.state.setdefault("momentum", [np.zeros_like(d) for d in delta])
             for i, d in enumerate(delta):

@@ -155,7 +155,8 @@ class FedRecStrategy(FedAvg):
                      for i, c in enumerate(self.current)]
             if self.accountant is not None:
                 self.accountant.charge(round_, len(accepted))  # before the aggregate is used
-            self.current = [w.astype(np.float32) for w in self.optimizer.step(self.current, delta)]
+            stepped = self.optimizer.step(self.current, delta, round_)
+            self.current = [w.astype(np.float32) for w in stepped]
         sampled, completed = len(results) + len(failures), len(results)
         if self.secagg_state is not None:  # Flower lists some failures twice under SecAgg+
             sampled = len(self.secagg_state.sampled_node_ids)

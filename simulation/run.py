@@ -95,7 +95,7 @@ def simulate(cfg: config.RunConfig | None, run_dir: Path, resume: bool = False,
     engine.quiet_logs(verbose)
     from tqdm.auto import tqdm
 
-    engine_name = cfg.engine()
+    engine_name = cfg.engine(egress_log=egress_log is not None)
     bar = tqdm(total=cfg.federation.rounds, initial=start_round, desc=f"rounds ({engine_name})",
                unit="round", disable=not progress, dynamic_ncols=True)
     recorder = Recorder(run_dir, bar)

@@ -65,6 +65,14 @@ def test_cosine_schedule_is_torch_adamw_with_cosine_annealing():
     assert opt.lr_at(1) == 1e-2 and opt.lr_at(7) == pytest.approx(5e-3) and opt.lr_at(13) == 0
 
 
+def test_the_schedule_follows_rounds_so_a_round_without_aggregate_still_counts():
+    fed = FederationConfig(strategy="fedavg", rounds=10, server_lr=1.0, server_lr_schedule="cosine")
+    opt = ServerOptimizer.for_federation(fed)
+    opt.step([np.zeros(1)], [np.ones(1)], 1)  # round 2 aggregated nothing: no step
+    w = opt.step([np.zeros(1)], [np.ones(1)], 3)
+    assert w[0][0] == pytest.approx(opt.lr_at(3)) and opt.lr_at(3) < opt.lr_at(2)
+
+
 def test_fedyogi_second_moment_moves_additively():
     opt = ServerOptimizer("fedyogi", lr=0.1, betas=(0.9, 0.99), eps=1e-8)
     opt.step([np.zeros(1)], [np.array([2.0])])  # v = 0 − 0.01·4·sign(0 − 4) = 0.04
