@@ -24,7 +24,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from fedrec.client.local import PERSONAL_KEY, UserData, build_model
+from fedrec.client.local import UserData, build_model
+from fedrec.client.personal import as_state
 from fedrec.common.model import FedRecModel, ModelConfig
 from fedrec.common.privacy import PrivacyConfig
 from fedrec.common.train import TrainConfig, disjoint_windows, make_optimizer, window_loss
@@ -108,7 +109,7 @@ def fit_private(
                 optimizer.step()
     history = [(float(s), float(q), int(n)) for s, q, n in engine.accountant.history]
     dp_module.to_standard_module()  # remove Opacus' hooks: nothing of the wrapper survives
-    new_personal = {PERSONAL_KEY: model.personal.vectors.weight.detach().numpy().copy()}
+    new_personal = as_state(model.personal.vectors.weight)
     return model.shared_arrays(), new_personal, history
 
 

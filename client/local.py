@@ -29,7 +29,7 @@ from fedrec.common import metrics
 from fedrec.common.config import FederationConfig
 from fedrec.common.evaluate import history_mask
 from fedrec.common.model import DropoutMasks, FedRecModel, ModelConfig, score_catalog
-from fedrec.common.train import TrainConfig, make_optimizer, make_windows, next_item_losses, train
+from fedrec.common.train import TrainConfig, make_optimizer, make_windows, next_item_losses, per_owner_means, train
 
 __all__ = ["PERSONAL_KEY", "UserData", "CohortUpdate", "build_model", "sgd_update", "fit_local",
            "evaluate_local", "training_seed", "round_seed"]
@@ -132,7 +132,7 @@ def sgd_update(
             torch.cat([DropoutMasks.encoder_masks(model_cfg, n, model_cfg.max_history, g)
                        for n, g in zip(window_counts, generators)], dim=1))
         position_losses, rows = next_item_losses(model, item_embeddings, windows, owners, masks)
-        per_client, counts = _per_client_means(position_losses, owners[rows], len(data))
+        per_client, counts = per_owner_means(position_losses, owners[rows], len(data))
         w = torch.tensor(weights, dtype=torch.float32) * (counts > 0)
         if step == 0:
             losses = [x if c > 0 else 0.0 for x, c in zip(per_client.tolist(), counts.tolist())]
@@ -159,13 +159,6 @@ def _windows(model_cfg: ModelConfig, sequences: list[np.ndarray], seeds: list[in
         owners.append(np.full(len(w), b, np.int64))
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     return torch.from_numpy(np.concatenate(rows)), torch.from_numpy(np.concatenate(owners)), generators
-
-
-def _per_client_means(losses: torch.Tensor, owners: torch.Tensor, clients: int):
-    """(B,) mean loss of each client's positions (0 where it has none) and (B,) counts."""
-    counts = torch.bincount(owners, minlength=clients)
-    sums = torch.zeros(clients).index_add(0, owners, losses)
-    return sums / counts.clamp_min(1), counts
 
 
 def fit_local(
@@ -198,7 +191,7 @@ def fit_local(
     losses = train(model, item_embeddings, [data.train_items], np.zeros(1, np.int64), cfg,
                    make_optimizer(model, cfg), regularizer=regularizer)
     num_examples = max(0, len(data.train_items) - 1)
-    new_personal = {PERSONAL_KEY: model.personal.vectors.weight.detach().numpy().copy()}
+    new_personal = personal_state.as_state(model.personal.vectors.weight)
     return model.shared_arrays(), new_personal, num_examples, float(np.mean(losses or [0.0]))
 
 

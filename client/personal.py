@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from fedrec.common.model import FedRecModel, combine, gather_padded, pad_histories
+from fedrec.common.train import per_owner_means
 
 PERSONAL_KEY = "personal_vector"
 
@@ -79,14 +80,13 @@ def reconstruct(
     if steps == 0:
         return init.detach().clone()
     states, targets, owners = _fixed_states(model, item_vectors, sequences)
-    counts = torch.bincount(owners, minlength=len(sequences)).clamp_min(1).float()
     personal = init.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([personal], lr=lr)
     items = item_vectors.detach()
     for _ in range(steps):
         user_vectors = combine(states, personal[owners])
         losses = F.cross_entropy(model.logits(user_vectors, items), targets, reduction="none")
-        per_user = torch.zeros(len(sequences)).index_add(0, owners, losses) / counts
+        per_user, _ = per_owner_means(losses, owners, len(sequences))
         optimizer.zero_grad(set_to_none=True)
         per_user.sum().backward()
         optimizer.step()

@@ -203,3 +203,11 @@ def train(
         if progress is not None:
             progress(epoch, losses[-1])
     return losses
+
+
+def per_owner_means(losses: torch.Tensor, owners: torch.Tensor, n: int):
+    """(n,) mean of `losses` (P,) per owner index in `owners` (P,) (0 where an owner has
+    none), and (n,) counts: a sum of per-user (or per-client) means, each user weighted alike."""
+    counts = torch.bincount(owners, minlength=n)
+    sums = torch.zeros(n).index_add(0, owners, losses)
+    return sums / counts.clamp_min(1), counts
