@@ -26,42 +26,45 @@ def test_fedadam_first_step_by_hand():
     assert w[0][0] == pytest.approx(1.0 * (1 - 0.1 * 0.5) + 0.1 * 2.0 / (2.0 + 1e-3))
 
 
-def test_fedadam_on_minus_the_gradient_is_torch_adamw():
-    """With one local SGD step at rate 1, Δ = −g: the server's fedadam must be AdamW."""
-    rng = np.random.default_rng(0)
-    w0 = rng.normal(size=(3, 4)).astype(np.float64)
+def assert_matches_torch(fed, make_reference, steps: int, shape, seed: int):
+    """Stepping fedadam with Δ = −g (one local SGD step at rate 1) for `steps` rounds lands
+    where torch's reference optimizer (and its scheduler, if any) lands with gradients g."""
+    rng = np.random.default_rng(seed)
+    w0 = rng.normal(size=shape)
     param = torch.nn.Parameter(torch.tensor(w0))
-    reference = torch.optim.AdamW([param], lr=2e-3, betas=(0.9, 0.999), eps=1e-8,
-                                  weight_decay=1e-2)
-    fed = FederationConfig(strategy="fedadam", server_lr=2e-3, server_weight_decay=1e-2,
-                           server_lr_schedule="constant")
+    reference, schedule = make_reference(param)
     opt, w = ServerOptimizer.for_federation(fed), [w0.copy()]
-    for _ in range(20):
-        g = rng.normal(size=w0.shape)
+    for round_ in range(1, steps + 1):
+        g = rng.normal(size=shape)
         param.grad = torch.tensor(g)
         reference.step()
-        w = opt.step(w, [-g])
+        if schedule is not None:
+            schedule.step()
+        w = opt.step(w, [-g], round_)
     assert np.allclose(w[0], param.detach().numpy(), rtol=0, atol=1e-12)
+    return opt
+
+
+def test_fedadam_on_minus_the_gradient_is_torch_adamw():
+    """With one local SGD step at rate 1, Δ = −g: the server's fedadam must be AdamW."""
+    fed = FederationConfig(strategy="fedadam", server_lr=2e-3, server_weight_decay=1e-2,
+                           server_lr_schedule="constant")
+    assert_matches_torch(fed, lambda p: (torch.optim.AdamW([p], lr=2e-3, betas=(0.9, 0.999),
+                                                           eps=1e-8, weight_decay=1e-2), None),
+                         steps=20, shape=(3, 4), seed=0)
 
 
 def test_cosine_schedule_is_torch_adamw_with_cosine_annealing():
     """`server_lr_schedule = "cosine"` anneals η to 0 over `rounds`, as torch's
     CosineAnnealingLR(T_max=rounds) does for AdamW stepped once per round."""
-    rng = np.random.default_rng(1)
-    w0 = rng.normal(size=(5,))
-    param = torch.nn.Parameter(torch.tensor(w0))
-    reference = torch.optim.AdamW([param], lr=1e-2, weight_decay=1e-3)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(reference, T_max=12)
+
+    def reference(p):
+        adamw = torch.optim.AdamW([p], lr=1e-2, weight_decay=1e-3)
+        return adamw, torch.optim.lr_scheduler.CosineAnnealingLR(adamw, T_max=12)
+
     fed = FederationConfig(rounds=12, server_lr=1e-2, server_weight_decay=1e-3,
                            server_lr_schedule="cosine")
-    opt, w = ServerOptimizer.for_federation(fed), [w0.copy()]
-    for _ in range(12):
-        g = rng.normal(size=w0.shape)
-        param.grad = torch.tensor(g)
-        reference.step()
-        schedule.step()
-        w = opt.step(w, [-g])
-    assert np.allclose(w[0], param.detach().numpy(), rtol=0, atol=1e-12)
+    opt = assert_matches_torch(fed, reference, steps=12, shape=(5,), seed=1)
     assert opt.lr_at(1) == 1e-2 and opt.lr_at(7) == pytest.approx(5e-3) and opt.lr_at(13) == 0
 
 
