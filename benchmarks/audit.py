@@ -21,7 +21,7 @@ The run audited in docs/results.md was made with this config (dp-audit-run.toml)
 
 `time` runs `fedrec audit RUN_DIR` three times, each in a fresh process (imports included),
 and writes benchmarks/results/audit-time.json. `attack` runs the canary attack of
-`fedrec.simulation.attack` without protection, with record-level DP at ε = 1, 3 and 8 (one
+`fedrec.audit.attack` without protection, with record-level DP at ε = 1, 3 and 8 (one
 release calibrated to spend exactly ε), and on the SecAgg+ sum of a 10-client cohort, and
 writes benchmarks/results/attack-<dataset>.json and .png.
 """
@@ -42,7 +42,7 @@ def time_audit(run_dir: Path) -> dict:
     import subprocess
     import sys
 
-    from fedrec.simulation.audit import audit
+    from fedrec.audit.run import audit
 
     timings = []
     for _ in range(3):
@@ -77,12 +77,14 @@ def main() -> None:
     if args.what == "time":
         (RESULTS / "audit-time.json").write_text(json.dumps(time_audit(args.run_dir), indent=1))
         return
+    from fedrec.audit import attack
+    from fedrec.client.attack_target import DeviceUpdates
     from fedrec.common.config import RunConfig
-    from fedrec.simulation import attack
 
     started = time.perf_counter()
     report = attack.attack_all(RunConfig(dataset=args.dataset, seed=args.seed).validate(),
-                               trials=args.trials, cohort=args.cohort, seed=args.seed)
+                               DeviceUpdates, trials=args.trials, cohort=args.cohort,
+                               seed=args.seed)
     report["seconds"] = round(time.perf_counter() - started, 1)
     out = RESULTS / f"attack-{args.dataset}.json"
     out.write_text(json.dumps(report, indent=1))

@@ -90,7 +90,7 @@ def baseline(cfg, prepared, kind: str) -> dict:
 
 
 def federated(cfg, run_dir: Path) -> dict:
-    from fedrec.simulation.recorder import read_jsonl
+    from fedrec.common.jsonl import read_jsonl
     from fedrec.simulation.run import simulate
 
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -124,9 +124,9 @@ def compute_costs(cfg, cohorts: int = 8, singles: int = 30) -> dict:
     device, or a Ray actor, runs it), and within a batched round of `clients_per_round`."""
     import torch
 
-    from fedrec.client.data import DataSpec, catalog_embeddings, num_users, user_partition
     from fedrec.client.local import sgd_update
     from fedrec.common.model import FedRecModel
+    from fedrec.simulation.devices import DataSpec, catalog_embeddings, num_users, user_partition
 
     spec = DataSpec(cfg.dataset, cfg.cold_fraction, cfg.seed, cfg.encoder)
     emb = catalog_embeddings(spec)

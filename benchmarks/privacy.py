@@ -31,12 +31,12 @@ def overhead(args) -> dict:
     from torch.utils.data import DataLoader, TensorDataset
 
     from fedrec.client import dp
-    from fedrec.client.data import DataSpec, catalog_embeddings, user_partition
     from fedrec.client.local import build_model, fit_local
     from fedrec.common.config import RunConfig
     from fedrec.common.model import FedRecModel
     from fedrec.common.privacy import PrivacyConfig
     from fedrec.common.train import disjoint_windows, make_optimizer
+    from fedrec.simulation.devices import DataSpec, catalog_embeddings, user_partition
 
     torch.set_num_threads(1)  # as a simulated client runs
     cfg = RunConfig(dataset=args.dataset)

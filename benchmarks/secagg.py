@@ -53,11 +53,11 @@ def quantization_only(args, cohort: int) -> float:
     import torch
     from flwr.common.secure_aggregation.quantization import dequantize, quantize
 
-    from fedrec.client.data import DataSpec, catalog_embeddings, user_partition
     from fedrec.client.local import fit_local
     from fedrec.common import secagg as sa
     from fedrec.common.config import RunConfig
     from fedrec.common.model import FedRecModel
+    from fedrec.simulation.devices import DataSpec, catalog_embeddings, user_partition
 
     cfg = RunConfig(dataset=args.dataset, seed=args.seed)
     spec = DataSpec(cfg.dataset, cfg.cold_fraction, cfg.seed, cfg.encoder)
@@ -81,8 +81,8 @@ def quantization_only(args, cohort: int) -> float:
 
 def main() -> None:
     from fedrec.common import secagg as sa
+    from fedrec.common.jsonl import read_jsonl
     from fedrec.server import checkpoint
-    from fedrec.simulation.recorder import read_jsonl
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="ml-100k")

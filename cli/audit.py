@@ -1,8 +1,10 @@
-"""`fedrec audit RUN_DIR` (privacy report, exit code 1 on any failure) and
-`fedrec audit attack CONFIG` (the empirical membership attack)."""
+"""`fedrec audit RUN_DIR` or `fedrec audit STORE` (privacy report of a run or of a device's
+store, exit code 1 on any failure) and `fedrec audit attack CONFIG` (the empirical membership
+attack)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -13,19 +15,22 @@ FORMATS = ("md", "html", "json")
 
 def audit(
     target: Annotated[str, typer.Argument(help="A run directory (or a directory of runs: a "
-                                               "sweep), or 'attack' followed by a config.")],
+                                               "sweep), a device's store file, or 'attack' "
+                                               "followed by a config.")],
     config: Annotated[Path | None, typer.Argument(help="With 'attack': the run config "
                                                        "(config.toml) to attack.")] = None,
     format: Annotated[str, typer.Option("--format", help="md, html or json.")] = "md",
-    out: Annotated[Path | None, typer.Option(help="Report file (default: RUN/report.FORMAT; "
-                                                  "plots beside it).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Report file (default: RUN/report.FORMAT, "
+                                                  "or STORE-audit.FORMAT beside a store; plots "
+                                                  "beside it).")] = None,
     egress_log: Annotated[Path | None, typer.Option(help="The clients' egress log (default: "
                                                          "RUN/egress.jsonl if present).")] = None,
     trials: Annotated[int, typer.Option(help="With 'attack': canary trials per setting (200: "
                                              "100 guesses, which can prove ε up to 3.5).")] = 200,
 ) -> None:
     """Audit a run's privacy: the promise, what was spent, an independent recomputation of
-    every ε (dp-accounting), and the egress log against the allow-list."""
+    every ε (dp-accounting), and the egress log against the allow-list. Given a device's store
+    (a file), audit that device: its ledger against its privacy account, every ε recomputed."""
     from fedrec.common.errors import ConfigError
 
     if format not in FORMATS:
@@ -33,20 +38,27 @@ def audit(
     if target == "attack":
         if config is None:
             raise ConfigError("fedrec audit attack CONFIG: give the run config to attack")
-        from fedrec.simulation.attack import run_attack_cli
-
         if trials < 4:
             raise ConfigError(f"--trials {trials}: expected at least 4")
-        run_attack_cli(config, out, trials)
+        attack(config, out, trials)
         return
-    from fedrec.simulation import audit as auditing
-    from fedrec.simulation.audit_report import render
+    from fedrec.audit import device
+    from fedrec.audit import run as auditing
+    from fedrec.audit.report import render
 
-    run = Path(target)
-    if not run.is_dir():
-        raise ConfigError(f"{run}: not a run directory")
-    report = auditing.audit_sweep(run) if auditing.is_sweep(run) else auditing.audit(run, egress_log)
-    written = render(report, format, out or run / f"report.{format}")
+    path = Path(target)
+    if path.is_file():  # a device's store
+        if egress_log is not None:
+            raise ConfigError("--egress-log: a run's option; a device store has no egress log")
+        report = device.audit_device(path)
+        default_out = path.with_name(f"{path.stem}-audit.{format}")
+    elif path.is_dir():
+        report = (auditing.audit_sweep(path) if auditing.is_sweep(path)
+                  else auditing.audit(path, egress_log))
+        default_out = path / f"report.{format}"
+    else:
+        raise ConfigError(f"{path}: no run directory or device store there")
+    written = render(report, format, out or default_out)
     failures = [f for r in report.get("runs", [report]) for f in r["findings"]
                 if f["severity"] == "failure"]
     typer.echo(f"verdict: {report['verdict'].upper()}" + (f" ({len(failures)} failures)"
@@ -56,3 +68,21 @@ def audit(
     typer.echo("wrote " + ", ".join(str(p) for p in written))
     if report["verdict"] == "fail":
         raise typer.Exit(1)
+
+
+def attack(config_path: Path, out: Path | None, trials: int) -> dict:
+    """`fedrec audit attack CONFIG`: the membership attack on the updates this device code
+    releases; prints the table and writes JSON + PNG (default: next to the config,
+    `attack.json` / `attack.png`)."""
+    from fedrec.audit.attack import attack_all, plot, table
+    from fedrec.client.attack_target import DeviceUpdates
+    from fedrec.common import atomic, config
+
+    cfg = config.load(Path(config_path)).validate()
+    report = attack_all(cfg, DeviceUpdates, trials=trials)
+    out = Path(out) if out else Path(config_path).with_name("attack.json")
+    atomic.write_text(out, json.dumps(report, indent=1))
+    plot(report, out.with_suffix(".png"))
+    typer.echo(table(report))
+    typer.echo(f"wrote {out} and {out.with_suffix('.png')}")
+    return report

@@ -20,7 +20,7 @@ def compare(
     from fedrec.cli.output import format_table
     from fedrec.common.errors import RunDirError
     from fedrec.common.experiment import HEADLINE
-    from fedrec.simulation.recorder import read_jsonl
+    from fedrec.common.jsonl import read_jsonl
 
     rows, curves = [], {}
     for run in runs:

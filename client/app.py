@@ -1,52 +1,33 @@
-"""The Flower `ClientApp`: a thin adapter from messages to `fedrec.client.local` and
-`fedrec.client.dp`.
+"""The Flower `ClientApp` of every fedrec device: `client_app`, a thin adapter from messages to
+`fedrec.client.local` and `fedrec.client.dp`. A simulation, `flwr run` and a deployment run
+this same app; it reads the run's plan (`fedrec.common.plan`) from `context.run_config` and
+opens the device it runs on (`fedrec.client.device`): a real device's SQLite store, or a
+simulation's virtual device.
 
 Replies are FitRes-shaped (`NumPyClient`), which is what `secaggplus_mod` needs. Without DP a
 reply carries the shared arrays, the number of training positions bucketed to a power of two,
 and the local loss (not under SecAgg+, where it would be the one plaintext number about the
 data). Under DP it carries only the privatized arrays with a weight of 1 (the count and the
 loss are functions of the raw data), or — a client whose budget is spent — the received
-arrays unchanged with weight 0 and `declined = 1`. What may leave is fixed by the run's
-`WireSchema` and enforced by the egress guard. The personal vector stays in the device's
-`PersonalStore`.
+arrays unchanged with weight 0 and `declined = 1`. What may leave is fixed by the plan's
+`WireSchema` and enforced by the egress guard. The personal vector, the privacy account and
+the device's ledger stay in its store.
 """
 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import asdict
 
 import numpy as np
 from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
 
-from fedrec.client import data, dp, local
-from fedrec.client import personal as personal_state
 from fedrec.client.budget import PrivacyAccount, digest
-from fedrec.client.identity import pseudonym
-from fedrec.client.store import PersonalStore
+from fedrec.client.device import Device, open_device
 from fedrec.common import privacy, wire
 from fedrec.common.config import FederationConfig
-from fedrec.common.model import ModelConfig
-from fedrec.common.train import TrainConfig
-
-
-@dataclass(frozen=True)
-class ClientSettings:
-    """Everything a client needs, fixed for the run (small: pickled with every message)."""
-
-    model: ModelConfig
-    train: TrainConfig
-    federation: FederationConfig
-    data: data.DataSpec
-    store_root: str
-    privacy: privacy.PrivacyConfig = field(default_factory=privacy.PrivacyConfig)
-    cohort: int = 1  # m, clients per round (user-level DP: each adds 1/m of the noise variance)
-    ledger_path: str = ""  # where this device appends its releases (record-level DP)
-    update_bound: float = 0.0  # SecAgg+: clip the outgoing update to this norm (0: no clip)
-    schema: wire.WireSchema = field(default_factory=lambda: wire.WireSchema(()))  # what may leave
-    store_fsync: bool = True  # False for simulated devices (see `PersonalStore`)
+from fedrec.common.plan import RunPlan
 
 
 class InjectedFailure(RuntimeError):
@@ -65,71 +46,97 @@ def reply_metrics(loss: float, schema: wire.WireSchema) -> dict:
 
 
 class FedRecClient(NumPyClient):
-    def __init__(self, settings: ClientSettings, user: int):
-        self.settings, self.user = settings, user
-        self.store = PersonalStore(Path(settings.store_root) / f"{user:06d}", settings.store_fsync)
+    """One device's side of the federation, for the run `plan`.
+
+    The training modules (torch, Opacus) are imported where a method trains or evaluates: a
+    deployed device starts a fresh process for every message, and three of a SecAgg+ round's
+    four messages (key exchange, unmasking) never reach this class — importing torch for
+    them tripled each one's start-up (measured 1.7 s vs 5.0 s of CPU)."""
+
+    def __init__(self, plan: RunPlan, device: Device):
+        self.plan, self.device = plan, device
 
     def get_properties(self, config):
-        """Only the simulation's partition index, used to sample reproducibly."""
-        return {"partition-id": self.user}
+        """A virtual device's partition index (the simulation samples reproducibly by it); a
+        real device reports nothing."""
+        partition = self.device.partition
+        return {} if partition is None else {"partition-id": partition}
+
+    def _seed(self, seed: int, round_: int) -> int:
+        """The local training seed: reproducible for a virtual device, secret on a real one."""
+        from fedrec.client import local
+
+        if self.device.partition is None:
+            return secrets.randbits(62)
+        return local.training_seed(seed, round_, self.device.partition)
 
     def fit(self, parameters, config):
-        s, round_ = self.settings, int(config["server_round"])
+        from fedrec.client import dp
+
+        plan, round_ = self.plan, int(config["server_round"])
         seed = int(config["seed"])
-        if injected_failure(s.federation, seed, round_, self.user):
+        partition = self.device.partition
+        if partition is not None and injected_failure(plan.federation, seed, round_, partition):
             raise InjectedFailure(f"injected failure in round {round_}")
+        self.device.received_head(round_, parameters, plan)
         keep_from = int(config["checkpoint_round"])
-        if s.privacy.mode == "record":
+        if plan.privacy.mode == "record":
             shared, weight, metrics = self._fit_record(parameters, round_, keep_from)
         else:
             shared, weight, metrics = self._fit_plain(parameters, round_, seed, keep_from)
-        if s.federation.secagg:
+        if plan.federation.secagg:
             # the server cannot check single updates under SecAgg+: bound them here, so the
             # protocol's clipping range never truncates anything (post-processing under DP)
-            if s.update_bound > 0:
-                shared = dp.clip_update(shared, parameters, s.update_bound)
+            if np.isfinite(plan.update_bound):
+                shared = dp.clip_update(shared, parameters, plan.update_bound)
             # float64: Flower quantizes in the arrays' dtype, and float32 biases every client
             # the same way (measured 17x the quantization step)
             shared = [np.asarray(a, np.float64) for a in shared]
-        return shared, wire.bucket_count(weight, s.schema.max_count), metrics
+        return shared, wire.bucket_count(weight, plan.schema.max_count), metrics
 
     def _fit_plain(self, parameters, round_: int, seed: int, keep_from: int):
         """Local training without DP, or user-level DP (clip + noise share) on top of it."""
-        s, fed = self.settings, self.settings.federation
-        embeddings, user_data = data.catalog_embeddings(s.data), data.user_partition(s.data, self.user)
-        stored = personal_state.starting_point(self.store, round_, fed)
-        local_seed = local.training_seed(seed, round_, self.user)
+        from fedrec.client import dp, local
+        from fedrec.client import personal as personal_state
+
+        plan, fed, device = self.plan, self.plan.federation, self.device
+        embeddings, user_data = device.catalog(), device.user_data()
+        stored = personal_state.starting_point(device, round_, fed)
+        local_seed = self._seed(seed, round_)
         if fed.local_optimizer == "sgd":
-            update = local.sgd_update(s.model, fed, embeddings, parameters, [stored], [user_data],
-                                      [1.0], [local_seed], local.round_seed(seed, round_))
+            update = local.sgd_update(plan.model, fed, embeddings, parameters, [stored],
+                                      [user_data], [1.0], [local_seed],
+                                      local.round_seed(seed, round_))
             shared, personal = update.shared, update.personal[0]
             num_examples, loss = update.num_examples[0], update.losses[0]
         else:
             shared, personal, num_examples, loss = local.fit_local(
-                s.model, s.train, embeddings, parameters, stored, user_data,
+                plan.model, plan.config.train, embeddings, parameters, stored, user_data,
                 epochs=fed.local_epochs, seed=local_seed,
                 proximal_mu=fed.proximal_mu if fed.strategy == "fedprox" else 0.0)
-        metrics = reply_metrics(loss, s.schema)
-        if s.privacy.mode == "user":
+        metrics = reply_metrics(loss, plan.schema)
+        if plan.privacy.mode == "user":
             # every sampled client sends its share of the noise, also one with nothing to
             # train on (a zero update), so who had data is not visible in the noise
-            shared, _ = dp.clip_and_noise(shared, parameters, s.privacy.max_grad_norm,
-                                          privacy.noise_share_std(s.privacy, s.cohort),
+            shared, _ = dp.clip_and_noise(shared, parameters, plan.privacy.max_grad_norm,
+                                          privacy.noise_share_std(plan.privacy, plan.cohort),
                                           secrets.randbits(62))
             num_examples, metrics = 1, {}
         if personal_state.kept(fed):
-            self.store.save(round_, personal, keep_from=keep_from)
+            device.store.personal.save(round_, personal, keep_from=keep_from)
         return shared, num_examples, metrics
 
     def _fit_record(self, parameters, round_: int, keep_from: int):
         """Record-level DP-SGD with this device's own accountant and budget (see
         `fedrec.client.budget` for the order of charge, training and ledger line)."""
-        s, p = self.settings, self.settings.privacy
-        user_data = data.user_partition(s.data, self.user)
-        account = PrivacyAccount(self.store.root, p.delta, p.accountant)
+        from fedrec.client import dp
+
+        plan, p, store = self.plan, self.plan.privacy, self.device.store
+        user_data = self.device.user_data()
+        account = PrivacyAccount(store, p.delta, p.accountant, budget=p.epsilon)
         self._log_last_charge(account)  # a charge from a crashed attempt is logged first
-        personal = self.store.load(before_round=round_)
-        mechanism = dp.plan(user_data, s.train, p, s.federation.local_epochs)
+        personal = store.personal.load(before_round=round_)
+        mechanism = dp.plan(user_data, plan.config.train, p, plan.federation.local_epochs)
         # a replay must see exactly the same inputs, else the same noise would cover new data
         inputs = digest([*parameters, user_data.train_items, *(personal or {}).values(),
                          np.array([mechanism.sample_rate, mechanism.steps, p.window,
@@ -146,49 +153,54 @@ class FedRecClient(NumPyClient):
             charge = account.charge(round_, inputs, sigma, mechanism.sample_rate,
                                     mechanism.steps)
         shared, personal, history = dp.fit_private(
-            s.model, s.train, p, data.catalog_embeddings(s.data), parameters, personal,
-            user_data, s.federation.local_epochs, charge.noise_multiplier, charge.seed,
+            plan.model, plan.config.train, p, self.device.catalog(), parameters, personal,
+            user_data, plan.federation.local_epochs, charge.noise_multiplier, charge.seed,
         )
         expected = [(charge.noise_multiplier, charge.sample_rate, charge.steps)]
         if privacy.merge(history) != expected:  # never release more than was charged
             raise RuntimeError(f"DP-SGD took {history}, but {expected} was charged")
         self._log_last_charge(account)
-        self.store.save(round_, personal, keep_from=keep_from)
+        store.personal.save(round_, personal, keep_from=keep_from)
         return shared, 1, {}
 
     def _log_last_charge(self, account: PrivacyAccount) -> None:
-        """Write the ledger line of the account's last charge, if not written yet."""
+        """Write the device's ledger line of the account's last charge, if not written yet."""
         if account.logged:
             return
-        p, last = self.settings.privacy, account.last
-        privacy.append_release(Path(self.settings.ledger_path), privacy.Release(
-            "record", pseudonym(self.store.root), last["round"], last["noise_multiplier"],
+        p, last, store = self.plan.privacy, account.last, self.device.store
+        store.append_release(asdict(privacy.Release(
+            "record", store.pseudonym(), last["round"], last["noise_multiplier"],
             last["sample_rate"], last["steps"], p.max_grad_norm, p.delta, p.accountant,
-            last["epsilon"]))
+            last["epsilon"])))
         account.mark_logged()
 
     def evaluate(self, parameters, config):
-        s = self.settings
-        stored = personal_state.starting_point(self.store, int(config["server_round"]) + 1,
-                                               s.federation)
-        result = local.evaluate_local(s.model, data.catalog_embeddings(s.data), parameters,
-                                      stored, data.user_partition(s.data, self.user),
-                                      s.federation.reconstruct_steps, s.federation.reconstruct_lr)
+        from fedrec.client import local
+        from fedrec.client import personal as personal_state
+
+        plan, device = self.plan, self.device
+        round_ = int(config["server_round"])
+        device.received_head(round_, parameters, plan)
+        stored = personal_state.starting_point(device, round_ + 1, plan.federation)
+        result = local.evaluate_local(plan.model, device.catalog(), parameters, stored,
+                                      device.user_data(), plan.federation.reconstruct_steps,
+                                      plan.federation.reconstruct_lr)
         if result is None:
             return 0.0, 0, {}
         return 1.0 - result["ndcg@10"], 1, result
 
 
-def client_mods(secagg_required: bool, schema, egress_log: str | Path | None = None) -> list:
+def client_mods(secagg_required, schema) -> list:
     """The client's mods, outermost first: the egress log (it records the message as it finally
-    leaves, masked under SecAgg+; without a path, the node's `egress-log` config decides),
-    SecAgg+ (it masks what the client returns), and the egress guard (it checks the plaintext
-    reply against `schema`, a `WireSchema` or a function of the context; clipping and DP
-    noise happen before, inside `fit`)."""
+    leaves, masked under SecAgg+; the node's or the run's `egress-log` value names the file),
+    SecAgg+ (it masks what the client returns; `secagg_required`, a bool or a function of the
+    context), and the egress guard (it checks the plaintext reply against `schema`, a
+    `WireSchema` or a function of the context; clipping and DP noise happen before, inside
+    `fit`)."""
     from fedrec.client.egress_guard import egress_guard_mod
     from fedrec.client.egress_log import egress_log_mod
 
-    return [egress_log_mod(egress_log), secure_aggregation_mod(required=secagg_required),
+    return [egress_log_mod(), secure_aggregation_mod(required=secagg_required),
             egress_guard_mod(schema)]
 
 
@@ -196,10 +208,10 @@ class PlainUpdateRefused(PermissionError):
     """A client configured for secure aggregation was asked for an unmasked update."""
 
 
-def secure_aggregation_mod(required: bool):
+def secure_aggregation_mod(required):
     """Flower's `secaggplus_mod` for training messages of the SecAgg+ protocol; plain training
-    messages pass through, unless `required`: then the client refuses to send an update the
-    server could read on its own."""
+    messages pass through, unless `required` (a bool, or a function of the context): then the
+    client refuses to send an update the server could read on its own."""
     from flwr.app.message_type import MessageType
     from flwr.client.mod import secaggplus_mod
     from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
@@ -208,24 +220,30 @@ def secure_aggregation_mod(required: bool):
         if msg.metadata.message_type == MessageType.TRAIN:
             if RECORD_KEY_CONFIGS in msg.content.config_records:
                 return secaggplus_mod(msg, context, call_next)
-            if required:
+            if required(context) if callable(required) else required:
                 raise PlainUpdateRefused("this client sends updates only under SecAgg+")
         return call_next(msg, context)
 
     return mod
 
 
-def make_client_app(settings: ClientSettings, mods: list | None = None,
-                    torch_threads: int | None = 1) -> ClientApp:
-    """The ClientApp of a simulated device. `torch_threads`: what each client sets (1 for a
-    Ray actor with one CPU; None in-process, where the simulation decides)."""
+def _plan(context) -> RunPlan:
+    return RunPlan.from_run_config(context.run_config)
 
-    def client_fn(context):
-        if torch_threads is not None:
-            import torch
 
-            torch.set_num_threads(torch_threads)
-        user = int(context.node_config["partition-id"])
-        return FedRecClient(settings, user).to_client()
+def _client_fn(context):
+    plan = _plan(context)
+    return FedRecClient(plan, open_device(plan, context)).to_client()
 
-    return ClientApp(client_fn=client_fn, mods=mods or [])
+
+def _secagg_required(context) -> bool:
+    return _plan(context).federation.secagg
+
+
+def _schema(context) -> wire.WireSchema:
+    return _plan(context).schema
+
+
+# masked when the plan runs SecAgg+ (a client then refuses to send a plain update); the egress
+# log is on for a node started with --node-config "egress-log='PATH'" (or the run's key)
+client_app = ClientApp(client_fn=_client_fn, mods=client_mods(_secagg_required, _schema))

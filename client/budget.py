@@ -1,5 +1,6 @@
 """The device's record-level privacy account: its mechanism history, its noise multiplier and
-the last charged release, in one file (`privacy.json`) written atomically.
+the last charged release, kept in the device's store (`DeviceStore.read_account` /
+`write_account`, one transaction per write).
 
 Protocol of one release (crash-safe, see `PrivacyAccount.charge`):
 1. `would_spend` — ε after this round's planned steps; over budget -> the client declines;
@@ -15,16 +16,12 @@ federation never rolls a charge back.
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from fedrec.common import atomic, privacy
-
-ACCOUNT_FILE = "privacy.json"
+from fedrec.common import privacy
 
 
 def digest(arrays: list[np.ndarray]) -> str:
@@ -49,12 +46,17 @@ class Charge:
 
 
 class PrivacyAccount:
-    """Record-level accountant of one device (directory `device_dir`), budget `epsilon_max`."""
+    """Record-level accountant of one device, persisted in `store` (a
+    `fedrec.client.store.DeviceStore`, or anything with its `read_account`/`write_account`).
+    `budget`: the ε (record level, at `delta`) the device enforces, kept with the account so
+    an auditor or the user can check the spend against it; None keeps the recorded one."""
 
-    def __init__(self, device_dir: str | Path, delta: float, accountant: str = "rdp"):
-        self.path = Path(device_dir) / ACCOUNT_FILE
+    def __init__(self, store, delta: float, accountant: str = "rdp",
+                 budget: float | None = None):
+        self.store = store
         self.delta, self.accountant = delta, accountant
-        state = json.loads(self.path.read_text()) if self.path.exists() else {}
+        state = store.read_account() or {}
+        self.budget: float | None = budget if budget is not None else state.get("epsilon_max")
         self.noise_multiplier: float | None = state.get("noise_multiplier")
         self.history: list[list] = state.get("history", [])  # [σ, q, steps, round]
         self.last: dict | None = state.get("last")
@@ -103,7 +105,7 @@ class PrivacyAccount:
         return self.last is None or bool(self.last["logged"])
 
     def _save(self) -> None:
-        atomic.write_text(self.path, json.dumps({
+        self.store.write_account({
             "unit": "record", "delta": self.delta, "accountant": self.accountant,
-            "noise_multiplier": self.noise_multiplier, "history": self.history,
-            "last": self.last}))
+            "epsilon_max": self.budget, "noise_multiplier": self.noise_multiplier,
+            "history": self.history, "last": self.last})

@@ -52,12 +52,14 @@ class EgressLogFailed(RuntimeError):
 
 def egress_log_mod(path: str | Path | None = None):
     """A client mod appending a summary of every reply to `path`, or, without one, to the
-    node's `egress-log` node-config value when set (JSON lines, file-locked so that
-    concurrent simulated clients never interleave a line)."""
+    node's `egress-log` node-config value, else the run's `egress-log` run-config value, when
+    set (JSON lines, file-locked so that concurrent simulated clients never interleave a
+    line)."""
     fixed = None if path is None else str(Path(path).resolve())
 
     def mod(msg, context, call_next):
-        target = fixed or context.node_config.get(NODE_CONFIG_KEY)
+        target = (fixed or context.node_config.get(NODE_CONFIG_KEY)
+                  or context.run_config.get(NODE_CONFIG_KEY))
         if not target:
             return call_next(msg, context)
         try:

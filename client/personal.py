@@ -31,11 +31,11 @@ def kept(fed) -> bool:
     return fed.reconstruct_from == "stored"
 
 
-def starting_point(store, before_round: int, fed) -> dict | None:
-    """Where a reconstruction starts: the state `store` (a `PersonalStore`) holds from before
-    round `before_round`, or nothing (zeros) with `federation.reconstruct_from = "zero"`,
-    in which case the store is not read."""
-    return store.load(before_round=before_round) if kept(fed) else None
+def starting_point(device, before_round: int, fed) -> dict | None:
+    """Where a reconstruction starts: the state `device` (a `fedrec.client.device.Device`)
+    holds in its store from before round `before_round`, or nothing (zeros) with
+    `federation.reconstruct_from = "zero"`, in which case the store is not opened."""
+    return device.store.personal.load(before_round=before_round) if kept(fed) else None
 
 
 def initial(personal: dict | None, dim: int) -> torch.Tensor:

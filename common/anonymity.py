@@ -21,14 +21,19 @@ an attacker who knows someone's age, zip and gender learns about their occupatio
 
 from __future__ import annotations
 
+import decimal
 import itertools
 import re
+import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from fedrec.common.errors import ConfigError
+
+if TYPE_CHECKING:  # pandas is imported where a table is needed; a device generalizes without it
+    import pandas as pd
 
 SUPPRESSED = "*"
 DIRECT_IDENTIFIER = re.compile(
@@ -50,6 +55,21 @@ SECTORS = {
     "not employed": "homemaker none retired",
 }
 SECTOR_OF = {job: sector for sector, jobs in SECTORS.items() for job in jobs.split()}
+
+
+def _missing(value) -> bool:
+    """`pandas.isna` for one value, without importing pandas on a device: a pandas missing
+    value (pd.NA, pd.NaT) can only exist once pandas is imported, so until then it is None or
+    a NaN (float, numpy, complex, Decimal) or NaT (numpy)."""
+    if value is None:
+        return True
+    pandas = sys.modules.get("pandas")
+    if pandas is not None:
+        return pandas.isna(value)
+    if isinstance(value, (float, complex, np.floating, np.complexfloating, np.datetime64,
+                          np.timedelta64, decimal.Decimal)):
+        return bool(value != value)
+    return False
 
 
 def is_direct_identifier(field: str) -> bool:
@@ -95,7 +115,7 @@ LEVEL_NAMES = {
 
 def generalize_age(age, level: int) -> str:
     """One age (years) at `level`: '34', '30-34', '25-34', '25-44', '<25', '56+' or '*'."""
-    if level == MAX_LEVEL["age"] or age is None or pd.isna(age):
+    if level == MAX_LEVEL["age"] or _missing(age):
         return SUPPRESSED
     age = int(age)
     if level == 0:
@@ -111,20 +131,20 @@ def generalize_age(age, level: int) -> str:
 
 def generalize_zip(zip_code, level: int) -> str:
     """A zip code (any string) at `level`: its first 5, 3 or 1 characters, or '*'."""
-    if level == MAX_LEVEL["zip"] or zip_code is None or pd.isna(zip_code):
+    if level == MAX_LEVEL["zip"] or _missing(zip_code):
         return SUPPRESSED
     text = str(zip_code).strip()
     return text[:ZIP_DIGITS[level]] or SUPPRESSED
 
 
 def generalize_gender(gender, level: int) -> str:
-    if level == MAX_LEVEL["gender"] or gender is None or pd.isna(gender):
+    if level == MAX_LEVEL["gender"] or _missing(gender):
         return SUPPRESSED
     return str(gender).strip() or SUPPRESSED
 
 
 def generalize_occupation(occupation, level: int) -> str:
-    if level == MAX_LEVEL["occupation"] or occupation is None or pd.isna(occupation):
+    if level == MAX_LEVEL["occupation"] or _missing(occupation):
         return SUPPRESSED
     text = str(occupation).strip().lower()
     return text if level == 0 else SECTOR_OF.get(text, "other")
@@ -137,6 +157,8 @@ GENERALIZE = {"age": generalize_age, "zip": generalize_zip, "gender": generalize
 def generalize(profiles: pd.DataFrame, levels: Levels) -> pd.DataFrame:
     """The quasi-identifier columns of `profiles` at `levels`, as strings; a field the table
     does not have is '*' for everyone."""
+    import pandas as pd
+
     return pd.DataFrame({n: _column(profiles, n, getattr(levels, n)) for n in QUASI_IDENTIFIERS},
                         index=profiles.index)
 
@@ -153,6 +175,8 @@ class _Table:
     """Integer codes of every field at every level, computed once for a lattice search."""
 
     def __init__(self, profiles: pd.DataFrame):
+        import pandas as pd
+
         self.n = len(profiles)
         self.codes = {(n, lv): pd.factorize(pd.Series(_column(profiles, n, lv)))[0]
                       for n in QUASI_IDENTIFIERS for lv in range(MAX_LEVEL[n] + 1)}

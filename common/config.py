@@ -16,10 +16,8 @@ from fedrec.common import atomic
 from fedrec.common.anonymity import AnonymizationConfig
 from fedrec.common.embeddings import DEFAULT_ENCODER
 from fedrec.common.errors import ConfigError
-from fedrec.common.model import ModelConfig
+from fedrec.common.hparams import MODEL_NAMES, BPRConfig, ModelConfig, TrainConfig
 from fedrec.common.privacy import PrivacyConfig
-from fedrec.common.recommenders import MODELS, BPRConfig
-from fedrec.common.train import TrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -137,8 +135,8 @@ class RunConfig:
     anonymization: AnonymizationConfig = field(default_factory=AnonymizationConfig)
 
     def validate(self) -> RunConfig:
-        if self.model not in MODELS:
-            raise ConfigError(f"model '{self.model}' is unknown; expected one of {sorted(MODELS)}")
+        if self.model not in MODEL_NAMES:
+            raise ConfigError(f"model '{self.model}' is unknown; expected one of {sorted(MODEL_NAMES)}")
         if not 0.0 <= self.cold_fraction < 1.0:
             raise ConfigError(f"cold_fraction = {self.cold_fraction}; expected 0 <= x < 1")
         for name, value in [("train.epochs", self.train.epochs), ("bpr.epochs", self.bpr.epochs),

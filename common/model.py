@@ -19,21 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedrec.common.hparams import ModelConfig
+
 PERSONAL_PREFIX = "personal."
 
-
-@dataclass
-class ModelConfig:
-    """Shape and regularization of the model. `input_dim` is the frozen encoder's width."""
-
-    input_dim: int = 384
-    dim: int = 64
-    num_experts: int = 4
-    max_history: int = 50
-    num_layers: int = 2
-    num_heads: int = 2
-    dropout: float = 0.2
-    temperature: float = 0.07
 
 
 class Adapter(nn.Module):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +20,10 @@ from safetensors.torch import load_file, save_file
 from fedrec.common import atomic
 from fedrec.common.errors import RunDirError
 from fedrec.common.evaluate import evaluate
-from fedrec.common.model import FedRecModel, ModelConfig, score_catalog
+from fedrec.common.hparams import BPRConfig, ModelConfig, TrainConfig
+from fedrec.common.model import FedRecModel, score_catalog
 from fedrec.common.split import Split
-from fedrec.common.train import TrainConfig, make_optimizer, train
+from fedrec.common.train import make_optimizer, train
 
 
 class Recommender:
@@ -107,21 +108,6 @@ class EarlyStopping:
             self.bad_checks += 1
         return self.bad_checks >= self.patience
 
-
-@dataclass
-class BPRConfig:
-    """BPR-MF settings: the best validation NDCG@10 of benchmarks/baselines.py's sweeps on
-    ML-100K's plain protocol (cold fraction 0; see docs/results.md for both protocols)."""
-
-    dim: int = 64
-    epochs: int = 300
-    batch_size: int = 1024
-    lr: float = 1e-3
-    weight_decay: float = 1e-3  # L2 on the embeddings a pair uses, per pair
-    negatives: int = 4  # sampled per positive, uniformly among the user's unseen items
-    eval_every: int = 5
-    patience: int = 3
-    seed: int = 0
 
 
 class BPRMF(Recommender):

@@ -8,26 +8,12 @@ every sample then has its own adapter inputs, so per-sample gradients are exact)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fedrec.common.hparams import TrainConfig
 from fedrec.common.model import DropoutMasks, FedRecModel, gather_padded
-
-
-@dataclass
-class TrainConfig:
-    """Optimization knobs. `lr` for shared parameters, `personal_lr` for personal vectors."""
-
-    epochs: int = 40
-    batch_size: int = 128
-    lr: float = 2e-3
-    personal_lr: float = 1e-2
-    weight_decay: float = 1e-4
-    negatives: int = 0
-    seed: int = 0
 
 
 def make_windows(

@@ -1,57 +1,129 @@
-"""The Flower `ServerApp`: `LegacyContext` + `DefaultWorkflow` around `FedRecStrategy`.
+"""The Flower `ServerApp` of every fedrec run: `server_app`, declared in pyproject.toml.
 
-Secure aggregation is the same path with SecAgg+ as the `fit_workflow` (`federation.secagg`).
+`fedrec simulate`, `flwr run .` and a deployment's SuperLink all run this one app. It reads the
+run plan (`fedrec.common.plan`) and the run directory from `context.run_config`, opens or
+resumes the run directory (`fedrec.server.records`), and runs `LegacyContext` +
+`DefaultWorkflow` around `FedRecStrategy`; secure aggregation is the same path with SecAgg+ as
+the `fit_workflow` (`federation.secagg`).
+
+A simulation adds what only it can do through the run-config key `server-hooks`
+("module:function", called with the plan, the run directory and the run config): evaluation
+of the global head by the central protocol, the batched training engine, and collecting the
+virtual devices' ledgers before the run's summary is written. A deployment names none.
 """
 
 from __future__ import annotations
 
+import importlib
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from flwr.server import LegacyContext, ServerConfig, SimpleClientManager
 from flwr.server.workflow import DefaultWorkflow
 from flwr.serverapp import Grid, ServerApp
 
+from fedrec.common.errors import ConfigError
+from fedrec.common.plan import ENGINE_KEY, RUN_DIR_KEY, SERVER_HOOKS_KEY, RunPlan
 from fedrec.server.strategy import FedRecStrategy
 
 
-def make_server_app(
-    strategy: FedRecStrategy,
-    num_rounds: int,
-    map_nodes: Callable[[Grid], dict[int, int]],
-    fit_workflow=None,
-) -> ServerApp:
-    """A ServerApp that runs `num_rounds` rounds of `strategy`. `map_nodes(grid)` returns the
-    Flower node id -> client index map once all clients are connected. `fit_workflow`: a
-    replacement for the training step of each round (the simulation's batched engine); None:
-    Flower's, or SecAgg+ for a secure run."""
-    app = ServerApp()
+@dataclass
+class ServerHooks:
+    """What a simulation adds to the ServerApp (all optional). `central_eval(round, arrays)`:
+    the central protocol's metrics of a global head; `fit_workflow(strategy)`: a replacement
+    for Flower's training step (the batched engine); `before_finish()`: runs after the last
+    round, before `metrics.json` is written."""
 
-    @app.main()
-    def main(grid: Grid, context) -> None:
-        run_rounds(grid, context, strategy, num_rounds, map_nodes, fit_workflow)
+    central_eval: Callable | None = None
+    fit_workflow: Callable[[FedRecStrategy], object] | None = None
+    before_finish: Callable[[], None] | None = None
 
-    return app
+
+server_app = ServerApp()
+
+
+@server_app.main()
+def _main(grid: Grid, context) -> None:
+    run(grid, context)
+
+
+def run(grid: Grid, context) -> dict:
+    """The body of the ServerApp: open the run directory, run the remaining rounds, write the
+    summary. Returns the summary (`metrics.json`)."""
+    from fedrec.server import checkpoint, records
+
+    plan = RunPlan.from_run_config(context.run_config)
+    run_dir = Path(str(context.run_config.get(RUN_DIR_KEY, "") or "runs/flwr")).resolve()
+    hooks = _hooks(plan, run_dir, context.run_config)
+    start_round, latest = records.open_run(run_dir, plan)
+    initial, opt_state = initial_head(plan), None
+    if latest is not None:
+        _, shared, opt_state = checkpoint.load(latest)
+        initial = [shared[k] for k in plan.keys]
+    strategy = FedRecStrategy(plan, initial, run_dir, records.Recorder(run_dir), start_round,
+                              opt_state, central_eval=hooks.central_eval,
+                              ledger=run_dir / records.LEDGER)
+    started = time.perf_counter()
+    if start_round < plan.federation.rounds:
+        run_rounds(grid, context, strategy, plan.federation.rounds - start_round,
+                   map_nodes_by_query(plan.num_clients),
+                   hooks.fit_workflow(strategy) if hooks.fit_workflow else None)
+    elif not (run_dir / "metrics.json").exists():  # killed after the last checkpoint
+        from flwr.common import ndarrays_to_parameters
+
+        strategy.evaluate(0, ndarrays_to_parameters(strategy.current))
+    else:
+        raise ConfigError(f"{run_dir}: already finished ({start_round} rounds)")
+    if hooks.before_finish:
+        hooks.before_finish()
+    return records.finish(run_dir, time.perf_counter() - started,
+                          str(context.run_config.get(ENGINE_KEY, "") or "deployment"))
+
+
+def initial_head(plan: RunPlan) -> list:
+    """The shared head before round 1: the model's initialization under the run's seed."""
+    import torch
+
+    from fedrec.common.model import FedRecModel
+
+    torch.manual_seed(plan.config.seed)
+    template = FedRecModel(plan.model, num_users=1)
+    if tuple(template.shared_state()) != plan.keys:
+        raise ConfigError("the run plan's shared arrays do not match this fedrec's model "
+                          f"({list(plan.keys)[:3]}...): rebuild the plan with this version")
+    return template.shared_arrays()
+
+
+def _hooks(plan: RunPlan, run_dir: Path, run_config) -> ServerHooks:
+    reference = str(run_config.get(SERVER_HOOKS_KEY, "") or "")
+    if not reference:
+        return ServerHooks()
+    module, _, name = reference.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"run-config key '{SERVER_HOOKS_KEY}' = '{reference}': cannot load "
+                          f"it ({exc}); expected 'package.module:function'") from None
+    return factory(plan, run_dir, run_config)
 
 
 def secure_fit_workflow(strategy: FedRecStrategy):
-    """None (plain aggregation) or SecAgg+ with parameters derived from the federation."""
-    fed = strategy.fed
-    if not fed.secagg:
+    """None (plain aggregation) or SecAgg+ with the plan's parameters."""
+    secagg = strategy.plan.secagg
+    if secagg is None:
         return None
-    from fedrec.common.secagg import neighbourhood, quantization_range
     from fedrec.server.secagg import FedRecSecAggWorkflow, SecAggSettings
 
-    shares, threshold = neighbourhood(strategy.cohort, fed.secagg_dropout,
-                                      fed.secagg_corruption, fed.secagg_failure)
-    max_weight = 1.0 if strategy.privacy.enabled else fed.secagg_max_weight  # DP: weight 1
     return FedRecSecAggWorkflow(strategy, SecAggSettings(
-        shares, threshold, quantization_range(strategy.cohort), max_weight,
-        fed.secagg_timeout or None))
+        secagg.num_shares, secagg.reconstruction_threshold, secagg.quantization_range,
+        secagg.max_weight, secagg.timeout))
 
 
 def run_rounds(grid: Grid, context, strategy: FedRecStrategy, num_rounds: int,
                map_nodes: Callable[[Grid], dict[int, int]], fit_workflow=None) -> None:
-    """The body of every fedrec ServerApp: map nodes to clients, then run the rounds."""
+    """Map nodes to clients, then run `num_rounds` rounds of Flower's DefaultWorkflow."""
     strategy.node_to_client = map_nodes(grid)
     legacy = LegacyContext(
         context,
@@ -64,8 +136,6 @@ def run_rounds(grid: Grid, context, strategy: FedRecStrategy, num_rounds: int,
 
 def wait_for_nodes(grid: Grid, num_clients: int, timeout: float) -> list[int]:
     """Block until `num_clients` nodes are connected; their node ids in registration order."""
-    import time
-
     deadline = time.monotonic() + timeout
     while len(node_ids := list(grid.get_node_ids())) < num_clients:
         if time.monotonic() > deadline:
@@ -75,8 +145,10 @@ def wait_for_nodes(grid: Grid, num_clients: int, timeout: float) -> list[int]:
 
 
 def map_nodes_by_query(num_clients: int, timeout: float = 300.0):
-    """For a deployment or `flwr run`: ask every connected node for its partition id (one
-    batched legacy get_properties round trip)."""
+    """Once `num_clients` nodes are connected, ask each for its properties (one batched legacy
+    get_properties round trip): a virtual device answers its partition index, so the same
+    clients are sampled for the same (seed, round) in every run of a simulation; real devices
+    answer nothing and are numbered in node-id order."""
     import flwr.compat.common.recorddict_compat as compat
     from flwr.app import Message
     from flwr.common import GetPropertiesIns
@@ -87,11 +159,14 @@ def map_nodes_by_query(num_clients: int, timeout: float = 300.0):
         queries = [Message(content=compat.getpropertiesins_to_recorddict(GetPropertiesIns({})),
                            dst_node_id=n, message_type=MessageTypeLegacy.GET_PROPERTIES,
                            group_id="discover") for n in node_ids]
-        mapping = {}
+        reported = {}
         for reply in grid.send_and_receive(queries, timeout=timeout):
             if not reply.has_error():
                 props = compat.recorddict_to_getpropertiesres(reply.content).properties
-                mapping[reply.metadata.src_node_id] = int(props["partition-id"])
-        return mapping
+                if "partition-id" in props:
+                    reported[reply.metadata.src_node_id] = int(props["partition-id"])
+        if len(reported) == len(node_ids):
+            return reported
+        return {node: i for i, node in enumerate(sorted(node_ids))}
 
     return map_nodes

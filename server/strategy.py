@@ -16,8 +16,7 @@ import numpy as np
 from flwr.common import EvaluateIns, FitIns, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server.strategy import FedAvg
 
-from fedrec.common.config import FederationConfig
-from fedrec.common.privacy import PrivacyConfig, update_norm_bound
+from fedrec.common.plan import RunPlan
 from fedrec.server import checkpoint
 from fedrec.server.accountant import UserLevelAccountant
 from fedrec.server.optimizer import ServerOptimizer
@@ -41,20 +40,16 @@ class FedRecStrategy(FedAvg):
 
     def __init__(
         self,
-        fed: FederationConfig,
-        seed: int,
-        num_clients: int,
-        keys: list[str],
+        plan: RunPlan,
         initial: list[np.ndarray],
         run_dir: Path,
         record: Callable[[str, int, dict], None],
         start_round: int = 0,
         server_opt_state: dict | None = None,
         central_eval: Callable[[int, list[np.ndarray]], dict] | None = None,
-        privacy: PrivacyConfig | None = None,
         ledger: Path | None = None,
     ):
-        cohort = min(fed.clients_per_round, num_clients)
+        fed, cohort, num_clients = plan.federation, plan.cohort, plan.num_clients
         # configure_fit/configure_evaluate are overridden (exact, reproducible sampling), so the
         # FedAvg fractions below are unused; the node map waits until every client connected.
         super().__init__(
@@ -66,8 +61,9 @@ class FedRecStrategy(FedAvg):
             initial_parameters=ndarrays_to_parameters(initial),
             accept_failures=True,
         )
-        self.fed, self.seed, self.num_clients, self.cohort = fed, seed, num_clients, cohort
-        self.keys, self.current = keys, [a.copy() for a in initial]
+        self.plan, self.fed, self.seed = plan, fed, plan.config.seed
+        self.num_clients, self.cohort = num_clients, cohort
+        self.keys, self.current = list(plan.keys), [a.copy() for a in initial]
         self.run_dir, self.record, self.central_eval = Path(run_dir), record, central_eval
         self.start_round, self.total_rounds = start_round, fed.rounds
         self.last_checkpoint = start_round
@@ -76,14 +72,13 @@ class FedRecStrategy(FedAvg):
             self.optimizer.load_state_arrays(server_opt_state)
         self.node_to_client: dict[int, int] = {}
         self._fit_started: dict[int, float] = {}
-        self.privacy = privacy or PrivacyConfig()
+        self.privacy = plan.privacy
         self.exhausted: set[int] = set()  # clients that declined for lack of budget
         self.stage_seconds: dict[str, float] = {}  # filled by the SecAgg+ workflow
         self.secagg_state, self.secagg_params = None, {}  # the SecAgg+ round in progress
         self.closed_round = start_round  # the last round recorded
         self.accountant = None
-        self.max_update_norm = update_norm_bound(self.privacy, cohort,
-                                                 sum(a.size for a in initial), fed.max_update_norm)
+        self.max_update_norm = plan.update_bound
         if self.privacy.mode == "user":
             self.accountant = UserLevelAccountant(self.privacy, cohort, num_clients,
                                                   Path(ledger or self.run_dir / "ledger.jsonl"))

@@ -26,47 +26,49 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
 
-from fedrec.client import data, local
+from fedrec.client import local
 from fedrec.client import personal as personal_state
-from fedrec.client.app import ClientSettings, InjectedFailure, injected_failure, reply_metrics
-from fedrec.client.store import PersonalStore
+from fedrec.client.app import InjectedFailure, injected_failure, reply_metrics
 from fedrec.common import wire
+from fedrec.common.plan import RunPlan
+from fedrec.simulation.devices import DataSpec, VirtualDevice, catalog_embeddings, store_path
 
 
 class BatchedDevices:
     """The simulation's virtual devices, trained a cohort at a time: each device's data
-    partition and personal store, as `FedRecClient` reads and writes them."""
+    partition and store, as `FedRecClient` reads and writes them."""
 
-    def __init__(self, settings: ClientSettings):
-        self.settings = settings
+    def __init__(self, plan: RunPlan, run_dir: Path):
+        self.plan, self.run_dir, self.spec = plan, Path(run_dir), DataSpec.of(plan)
 
     def fit(self, users: list[int], shared, config) -> tuple[list, list]:
         """Train `users` (client indices) from the arrays `shared` with the round's `config`
         (server_round, seed, checkpoint_round). Returns (per client a FitRes or None for a
         failed one, per client the failure or None)."""
-        s, fed = self.settings, self.settings.federation
+        plan, fed, schema = self.plan, self.plan.federation, self.plan.schema
         round_, seed = int(config["server_round"]), int(config["seed"])
         keep_from = int(config["checkpoint_round"])
         failed = [injected_failure(fed, seed, round_, u) for u in users]
-        active = [u for u, f in zip(users, failed) if not f]
-        stores = {u: PersonalStore(Path(s.store_root) / f"{u:06d}", s.store_fsync) for u in active}
-        partitions = [data.user_partition(s.data, u) for u in active]
-        weights = [wire.bucket_count(max(0, len(d.train_items) - 1), s.schema.max_count)
-                   for d in partitions]
+        devices = [VirtualDevice(self.spec, u, store_path(self.run_dir, u))
+                   for u, f in zip(users, failed) if not f]
+        partitions = [d.user_data() for d in devices]
+        weights = [wire.bucket_count(max(0, len(p.train_items) - 1), schema.max_count)
+                   for p in partitions]
         update = local.sgd_update(
-            s.model, fed, data.catalog_embeddings(s.data), shared,
-            [personal_state.starting_point(stores[u], round_, fed) for u in active],
+            plan.model, fed, catalog_embeddings(self.spec), shared,
+            [personal_state.starting_point(d, round_, fed) for d in devices],
             partitions, weights,
-            [local.training_seed(seed, round_, u) for u in active], local.round_seed(seed, round_))
+            [local.training_seed(seed, round_, d.partition) for d in devices],
+            local.round_seed(seed, round_))
         parameters = ndarrays_to_parameters(update.shared)
         replies = {}
-        for u, state, n, loss in zip(active, update.personal, update.num_examples,
+        for d, state, n, loss in zip(devices, update.personal, update.num_examples,
                                      update.losses):
             if personal_state.kept(fed):
-                stores[u].save(round_, state, keep_from=keep_from)
-            replies[u] = FitRes(Status(Code.OK, "Success"), parameters,
-                                wire.bucket_count(n, s.schema.max_count),
-                                reply_metrics(loss, s.schema))
+                d.store.personal.save(round_, state, keep_from=keep_from)
+            replies[d.partition] = FitRes(Status(Code.OK, "Success"), parameters,
+                                          wire.bucket_count(n, schema.max_count),
+                                          reply_metrics(loss, schema))
         return ([replies.get(u) for u in users],
                 [InjectedFailure(f"injected failure in round {round_}") if f else None
                  for f in failed])

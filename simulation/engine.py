@@ -1,17 +1,22 @@
-"""Flower's simulation engine, set up for a command-line tool: quiet logs, Ray resources,
-and one measured speed-up for large federations.
+"""Flower's simulation engine (Ray), set up for a command-line tool: quiet logs, Ray
+resources, the run config the apps read, and one measured speed-up for large federations.
 
-Why `run_simulation` and not `flwr run`: it runs the ServerApp in this process (so the run
-directory, progress bar and evaluation need no IPC), leaves no SuperLink daemon behind, and
-works offline with no extra settings. Its one cost is a deprecation notice, which we silence;
-`flwr run .` works with the same apps (see docs/federation.md).
+Why not `flwr run`: `fedrec simulate` runs the ServerApp in this process (so evaluation and
+the progress bar need no IPC), leaves no SuperLink daemon behind, and works offline with no
+extra settings. `flwr run .` runs the same two apps (docs/federation.md). Flower's public
+`run_simulation` hands the apps an empty run config, so `run_on_ray` calls the function that
+Flower's own `flwr-simulation` process calls, with the run's config; both that call and the
+message-sweep patch are checked against the Flower version they were written for (and a test
+fails when Flower changes under them).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import warnings
+from pathlib import Path
 
 
 def configure_environment(flwr_home: str) -> None:
@@ -40,6 +45,45 @@ def backend_config(client_cpus: float, verbose: bool = False) -> dict:
     }
 
 
+FLWR_VERSION = "1.41.0"  # the version `run_on_ray` and `patch_message_sweep` were written for
+
+
+def run_on_ray(server_app, client_app, num_supernodes: int, run_config: dict,
+               backend_config: dict, app_dir: Path) -> None:
+    """Run `server_app` in this process and `client_app` on `num_supernodes` virtual nodes
+    (Ray actors), both with `run_config` as their `context.run_config`. `app_dir`: a
+    directory for the app description Flower fuses the run config with."""
+    import flwr
+    from flwr.app import Context, RecordDict
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.supercore.constant import NOOP_FEDERATION_ID
+    from flwr.supercore.run import Run
+    from flwr.supercore.task_identity import TaskIdentity
+    from flwr.supercore.telemetry import EventType
+
+    if flwr.__version__ != FLWR_VERSION:
+        raise RuntimeError(f"fedrec's Ray engine was written for flwr {FLWR_VERSION}; this is "
+                           f"flwr {flwr.__version__} (install flwr[simulation]=={FLWR_VERSION})")
+    from flwr.simulation.run_simulation import _run_simulation
+
+    from fedrec.common.plan import app_description
+
+    app_dir.mkdir(parents=True, exist_ok=True)
+    (app_dir / "pyproject.toml").write_text(app_description())
+    run = Run.create_empty(run_id=secrets.randbits(63))
+    run.primary_task_id, run.federation_id = 1, NOOP_FEDERATION_ID
+    run.override_config = dict(run_config)
+    TaskIdentity.task_id, TaskIdentity.run_id = 1, run.run_id
+    TaskIdentity.node_id = SUPERLINK_NODE_ID
+    context = Context(run_id=run.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
+                      state=RecordDict(), run_config=dict(run_config))
+    _run_simulation(num_supernodes=num_supernodes,
+                    exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+                    client_app=client_app, server_app=server_app,
+                    backend_config=backend_config, app_dir=str(app_dir), is_app=True, run=run,
+                    server_app_context=context)
+
+
 def patch_message_sweep() -> bool:
     """flwr 1.41's engine polls *every* registered node for messages every 0.1 s, and each
     poll scans every pending message: O(nodes × pending) of driver CPU per sweep. With 943
@@ -48,7 +92,7 @@ def patch_message_sweep() -> bool:
     import flwr
     from flwr.server.superlink.fleet.vce import vce_api
 
-    if flwr.__version__ != "1.41.0" or getattr(vce_api, "_fedrec_patched", False):
+    if flwr.__version__ != FLWR_VERSION or getattr(vce_api, "_fedrec_patched", False):
         return False
 
     def add_messages_to_queue(state, queue, nodes_mapping, f_stop):
@@ -69,15 +113,3 @@ def patch_message_sweep() -> bool:
     vce_api.add_messages_to_queue = add_messages_to_queue
     vce_api._fedrec_patched = True
     return True
-
-
-def map_nodes_in_order(num_clients: int, timeout: float = 300.0):
-    """For the simulation engine: node i registers as partition i, so the i-th node id of the
-    in-memory link state is client i. Waits until all nodes are registered."""
-    from fedrec.server.app import wait_for_nodes
-
-    def map_nodes(grid) -> dict[int, int]:
-        wait_for_nodes(grid, num_clients, timeout)
-        return {node_id: i for i, node_id in enumerate(grid.state.nodes.keys())}
-
-    return map_nodes

@@ -23,21 +23,23 @@ from flwr.serverapp.grid import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from fedrec.simulation.devices import IN_PROCESS_KEY
+
 FIRST_NODE_ID = 1000  # node FIRST_NODE_ID + i is partition i
 
 
 class InProcessGrid(Grid):
     """`num_nodes` virtual devices; node `FIRST_NODE_ID + i` runs `client_app` as partition i."""
 
-    def __init__(self, client_app: ClientApp, num_nodes: int, run_id: int = 1,
-                 run_config: dict | None = None):
+    def __init__(self, client_app: ClientApp, num_nodes: int, run_config: dict,
+                 run_id: int = 1):
         self.client_app, self.num_nodes = client_app, num_nodes
-        self.run_config = dict(run_config or {})
+        self.run_config = dict(run_config)
         self._run = Run.create_empty(run_id)
         self._contexts: dict[int, Context] = {}
         self._replies: dict[str, Message] = {}
 
-    def serve(self, server_app, run_config: dict | None = None) -> None:
+    def serve(self, server_app) -> None:
         """Run `server_app` in this thread against this grid. Flower builds every message's
         metadata from the process' task identity, which its own runners set before a
         ServerApp starts; this does what `flwr.server.compat.start_grid` does for that."""
@@ -46,7 +48,7 @@ class InProcessGrid(Grid):
         TaskIdentity.node_id = SUPERLINK_NODE_ID
         server_app(self, Context(run_id=self._run.run_id, node_id=SUPERLINK_NODE_ID,
                                  node_config={}, state=RecordDict(),
-                                 run_config=dict(run_config or {})))
+                                 run_config=dict(self.run_config)))
 
     @staticmethod
     def partition(node_id: int) -> int:
@@ -110,6 +112,6 @@ class InProcessGrid(Grid):
             self._contexts[node_id] = Context(
                 run_id=self._run.run_id, node_id=node_id,
                 node_config={PARTITION_ID_KEY: self.partition(node_id),
-                             NUM_PARTITIONS_KEY: self.num_nodes},
+                             NUM_PARTITIONS_KEY: self.num_nodes, IN_PROCESS_KEY: True},
                 state=RecordDict(), run_config=dict(self.run_config))
         return self._contexts[node_id]

@@ -91,14 +91,24 @@ def test_privacy_report_shows_users_unique_before_and_after_generalization(
 
 
 def test_a_devices_pseudonym_rotates_on_request(tmp_path, capsys):
-    device = tmp_path / "device"
-    device.mkdir()
-    main(["client", "pseudonym", str(device)])
+    from fedrec.client.store import DeviceStore
+
+    device = str(tmp_path / "device.sqlite")
+    DeviceStore(device).close()
+    main(["client", "pseudonym", "--store", device])
     first = capsys.readouterr().out.strip()
-    main(["client", "pseudonym", str(device)])
+    main(["client", "pseudonym", "--store", device])
     assert capsys.readouterr().out.strip() == first  # stable until rotated
-    main(["client", "pseudonym", str(device), "--rotate"])
+    main(["client", "pseudonym", "--store", device, "--rotate"])
     old, new = capsys.readouterr().out.strip().split(" -> ")
     assert old == first != new and new.startswith("c-") and len(new) == 18
-    main(["client", "pseudonym", str(device)])
+    main(["client", "pseudonym", "--store", device])
     assert capsys.readouterr().out.strip() == new
+
+
+def test_pseudonym_of_a_missing_store_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["client", "pseudonym", "--store", str(tmp_path / "nothing.sqlite")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().endswith("nothing.sqlite: no device store there")
+    assert not (tmp_path / "nothing.sqlite").exists()

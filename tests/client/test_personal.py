@@ -4,8 +4,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fedrec.client.device import StoreDevice
 from fedrec.client.personal import PERSONAL_KEY, as_state, personalized_model, reconstruct, starting_point
-from fedrec.client.store import PersonalStore
+from fedrec.client.store import DeviceStore
 from fedrec.common.config import FederationConfig
 from fedrec.common.model import FedRecModel, ModelConfig, combine, gather_padded, pad_histories
 
@@ -74,9 +75,16 @@ def test_a_personalized_model_starts_from_each_stored_vector_in_chunks():
 
 
 def test_a_stateless_device_starts_from_zero_and_a_stateful_one_from_its_last_vector(tmp_path):
-    store = PersonalStore(tmp_path / "000003", fsync=False)
-    store.save(4, as_state(torch.ones(CFG.dim)), keep_from=0)
-    stored = starting_point(store, 5, FederationConfig(reconstruct_from="stored"))
+    path = tmp_path / "000003.sqlite"
+    device = StoreDevice(DeviceStore(path, fsync=False))
+    device.store.personal.save(4, as_state(torch.ones(CFG.dim)), keep_from=0)
+    stored = starting_point(device, 5, FederationConfig(reconstruct_from="stored"))
     assert np.array_equal(stored[PERSONAL_KEY], np.ones((1, CFG.dim), np.float32))
-    assert starting_point(store, 4, FederationConfig(reconstruct_from="stored")) is None
-    assert starting_point(store, 5, FederationConfig(reconstruct_from="zero")) is None
+    assert starting_point(device, 4, FederationConfig(reconstruct_from="stored")) is None
+
+    class Unopened:  # a stateless device never opens its store
+        @property
+        def store(self):
+            raise AssertionError("the store was opened")
+
+    assert starting_point(Unopened(), 5, FederationConfig(reconstruct_from="zero")) is None

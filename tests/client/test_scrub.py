@@ -79,8 +79,8 @@ def test_ingest_yields_device_data_without_identifiers():
 
 
 def test_a_simulated_device_holds_only_its_scrubbed_record(tmp_path, monkeypatch):
-    from fedrec.client.data import DataSpec, user_partition
     from fedrec.common.data import files, synthetic
+    from fedrec.simulation.devices import DataSpec, user_partition
 
     monkeypatch.setenv("FEDREC_HOME", str(tmp_path))
     data = synthetic.generate(num_users=30, num_items=40, interactions_per_user=8, name="dev")

@@ -1,5 +1,6 @@
 """The distribution's layout: a regular (non-editable) wheel holds every subpackage under
-`fedrec.` and nothing importable as a bare `common`, `client`, `server` or `simulation`."""
+`fedrec.` and nothing importable as a bare `common`, `client`, `server`, `simulation` or
+`audit`."""
 
 import subprocess
 import sys
@@ -22,7 +23,7 @@ def test_wheel_contains_the_fedrec_namespace_only(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for module in ("fedrec/common/model.py", "fedrec/common/data/files.py",
                    "fedrec/client/app.py", "fedrec/server/strategy.py",
-                   "fedrec/simulation/run.py", "fedrec/cli/main.py"):
+                   "fedrec/simulation/run.py", "fedrec/audit/run.py", "fedrec/cli/main.py"):
         assert module in names
     top_level = {n.split("/")[0] for n in names if not n.startswith("fedrec-")}
     assert top_level == {"fedrec"}

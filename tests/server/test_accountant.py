@@ -8,7 +8,8 @@ import pytest
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 
 from fedrec.common import privacy
-from fedrec.common.config import FederationConfig
+from fedrec.common.config import FederationConfig, RunConfig
+from fedrec.common.plan import RunPlan
 from fedrec.server.accountant import UserLevelAccountant
 from fedrec.server.strategy import FedRecStrategy
 
@@ -27,9 +28,11 @@ def make(tmp_path, cfg=USER):
     records = []
     fed = FederationConfig(rounds=10, clients_per_round=4, checkpoint_every=100, strategy="fedavg",
                            server_lr=1.0, server_lr_schedule="constant")
-    strategy = FedRecStrategy(fed, 0, 8, KEYS, INITIAL, tmp_path,
+    plan = RunPlan.build(RunConfig(federation=fed, privacy=cfg), 8, 2,
+                         dict(zip(KEYS, [(2,), (1, 2)])))
+    strategy = FedRecStrategy(plan, INITIAL, tmp_path,
                               lambda kind, r, v: records.append((kind, r, v)),
-                              privacy=cfg, ledger=tmp_path / "privacy" / "ledger.jsonl")
+                              ledger=tmp_path / "privacy" / "ledger.jsonl")
     strategy.node_to_client = {100 + i: i for i in range(8)}
     return strategy, records
 

@@ -3,7 +3,8 @@ from types import SimpleNamespace
 import numpy as np
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 
-from fedrec.common.config import FederationConfig
+from fedrec.common.config import FederationConfig, RunConfig
+from fedrec.common.plan import RunPlan
 from fedrec.server import checkpoint
 from fedrec.server.strategy import FedRecStrategy
 
@@ -16,7 +17,8 @@ def make(tmp_path, **fed):
     fed = FederationConfig(**{"rounds": 10, "clients_per_round": 3, "checkpoint_every": 2,
                               "strategy": "fedavg", "server_lr": 1.0,
                               "server_lr_schedule": "constant", **fed})
-    strategy = FedRecStrategy(fed, 0, 5, KEYS, INITIAL, tmp_path,
+    plan = RunPlan.build(RunConfig(federation=fed), 5, 2, dict(zip(KEYS, [(2,), (1, 2)])))
+    strategy = FedRecStrategy(plan, INITIAL, tmp_path,
                               lambda kind, r, v: records.append((kind, r, v)))
     strategy.node_to_client = {100 + i: i for i in range(5)}
     return strategy, records

@@ -41,7 +41,7 @@ def run(grid, rounds: int) -> list[list[Message]]:
 
 def test_each_node_runs_the_client_app_with_its_own_partition_and_state():
     app, calls = client_app_and_calls()
-    grid = InProcessGrid(app, num_nodes=4)
+    grid = InProcessGrid(app, num_nodes=4, run_config={})
     first, second = run(grid, rounds=2)
     assert calls == [0, 1, 3, 0, 1, 3]  # in message order, node 2 failing each time
     ok = [r for r in second if r.has_content()]
@@ -53,7 +53,7 @@ def test_each_node_runs_the_client_app_with_its_own_partition_and_state():
 
 def test_an_exception_in_the_client_app_comes_back_as_an_error_reply():
     app, _ = client_app_and_calls()
-    (replies,) = run(InProcessGrid(app, num_nodes=3), rounds=1)
+    (replies,) = run(InProcessGrid(app, num_nodes=3, run_config={}), rounds=1)
     broken = replies[2]
     assert broken.has_error() and not broken.has_content()
     assert broken.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from fedrec.common import config, privacy
+from fedrec.common.jsonl import read_jsonl
 from fedrec.common.model import FedRecModel, ModelConfig
 from fedrec.common.train import TrainConfig
-from fedrec.simulation.recorder import read_jsonl
 from fedrec.simulation.run import simulate
 
 pytestmark = pytest.mark.slow
@@ -234,7 +234,7 @@ def check_ledger(run) -> dict[str, list[dict]]:
     """Every line has the documented keys, and `fedrec audit` passes the run: every ε is
     reproducible by dp-accounting within 1 %, no impossible parameters, no release over the
     budget. Returns the lines per client."""
-    from fedrec.simulation.audit import audit
+    from fedrec.audit.run import audit
 
     lines = privacy.read_ledger(run / "privacy" / "ledger.jsonl")
     assert lines and all(set(privacy.LEDGER_KEYS) <= set(line) for line in lines)
@@ -272,21 +272,29 @@ def test_user_level_dp_federation_accounts_on_the_server(home, tmp_path):
     assert final["privacy"]["epsilon"] <= 4.0
 
 
+def device_releases(run) -> int:
+    """Ledger lines written so far by the run's virtual devices (each in its own store)."""
+    from fedrec.client.store import DeviceStore
+
+    return sum(len(DeviceStore(path, fsync=False).releases())
+               for path in (run / "clients").glob("*.sqlite"))
+
+
 def test_a_killed_dp_run_resumes_without_losing_or_double_spending_a_charge(home, tmp_path):
+    from fedrec.client.budget import PrivacyAccount
+    from fedrec.client.store import DeviceStore
+
     cfg = dp_config("record", epsilon=20.0)
     run = tmp_path / "killed"
-    ledger = run / "privacy" / "ledger.jsonl"
-    kill_run_when(cfg, run, lambda: len(privacy.read_ledger(ledger)) >= 25)  # inside round 3
+    kill_run_when(cfg, run, lambda: (run / "clients").is_dir() and device_releases(run) >= 25)
     simulate(None, run, resume=True, progress=False)
     by_client = check_ledger(run)
-    for device in (run / "clients").iterdir():
-        account = json.loads((device / "privacy.json").read_text()) \
-            if (device / "privacy.json").exists() else {"history": []}
-        name = json.loads((device / "identity.json").read_text())["pseudonym"] \
-            if account["history"] else None
-        logged = {(x["round"], x["epsilon"]) for x in by_client.get(name, [])}
+    for path in (run / "clients").glob("*.sqlite"):
+        store = DeviceStore(path, fsync=False)
+        account = PrivacyAccount(store, cfg.privacy.delta)
+        logged = {(x["round"], x["epsilon"]) for x in by_client.get(store.pseudonym(), [])}
         # every charge on the device is in the ledger (a duplicate line is the same release)
-        assert len(logged) == len(account["history"])
+        assert len(logged) == len(account.history)
         assert max((e for _, e in logged), default=0) <= 20.0
 
 

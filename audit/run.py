@@ -19,15 +19,22 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from fedrec.common import privacy
+from fedrec.audit import device, mechanisms
+from fedrec.audit.mechanisms import fail as _fail
+from fedrec.common import crosscheck as independent
+from fedrec.common import privacy, wire
 from fedrec.common.errors import ConfigError, RunDirError
-from fedrec.simulation import audit_mechanisms as mechanisms
-from fedrec.simulation.audit_mechanisms import fail as _fail
-from fedrec.simulation.recorder import read_jsonl as _read_jsonl
+from fedrec.common.jsonl import read_jsonl as _read_jsonl
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 TOLERANCE = 0.01  # relative disagreement allowed between the ledger and dp-accounting
 PRV_ABSOLUTE = 0.005  # Opacus' PRV accountant is exact to ±0.002 in ε: small ε need slack
@@ -37,7 +44,7 @@ REQUIRED = set(privacy.LEDGER_KEYS)
 
 
 def audit(run_dir: Path, egress_log: Path | None = None) -> dict:
-    """The audit of one run directory as plain data (see `fedrec.simulation.audit_report`)."""
+    """The audit of one run directory as plain data (see `fedrec.audit.report`)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.toml").exists():
         raise RunDirError(f"{run_dir}: not a run directory (no config.toml)")
@@ -84,14 +91,6 @@ def audit(run_dir: Path, egress_log: Path | None = None) -> dict:
 def _run_config(path: Path) -> dict:
     """The run's effective config.toml as a dict, its privacy section as a `PrivacyConfig`
     (read directly: `fedrec.common.config` would import the model, and with it torch)."""
-    import sys
-
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    from fedrec.common.errors import ConfigError
-
     try:
         data = tomllib.loads(path.read_text())
         data["privacy"] = privacy.PrivacyConfig(**data.get("privacy", {}))
@@ -102,12 +101,18 @@ def _run_config(path: Path) -> dict:
 
 
 def _read_ledger(path: Path, findings: list) -> list[dict]:
-    """Ledger lines (with their 1-based line number), identical repeats dropped (a device that
-    crashed between writing a line and marking it written repeats it: one release)."""
+    """The ledger file's lines (see `parse_ledger`), numbered from 1."""
     if not path.exists():
         return []
+    return parse_ledger(enumerate(path.read_text().splitlines(), start=1), findings)
+
+
+def parse_ledger(numbered_texts, findings: list) -> list[dict]:
+    """Ledger entries of `numbered_texts` [(number, JSON text), ...], each with its number as
+    "line"; identical repeats dropped (a device that crashed between writing a line and
+    marking it written repeats it: one release). A file's lines or a device store's rows."""
     seen, out = set(), []
-    for number, text in enumerate(path.read_text().splitlines(), start=1):
+    for number, text in numbered_texts:
         if not text.strip():
             continue
         try:
@@ -129,8 +134,9 @@ def _read_ledger(path: Path, findings: list) -> list[dict]:
     return out
 
 
-def _valid(line: dict, p, findings: list) -> bool:
-    """False (and a finding) for a line whose parameters no mechanism can have."""
+def _valid(line: dict, p, findings: list, whose: str = "the run's") -> bool:
+    """False (and a finding) for a line whose parameters no mechanism can have, or whose unit,
+    δ or accountant is not `whose` (`p`)."""
     n = line["line"]
     checks = [
         (_number(line["noise_multiplier"]) and line["noise_multiplier"] > 0, "σ must be > 0"),
@@ -148,7 +154,7 @@ def _valid(line: dict, p, findings: list) -> bool:
                         f"{line['round']})", n)
     for key, expected in (("unit", p.mode), ("delta", p.delta), ("accountant", p.accountant)):
         if line[key] != expected:
-            _fail(findings, f"{key} {line[key]!r} differs from the run's {expected!r}", n)
+            _fail(findings, f"{key} {line[key]!r} differs from {whose} {expected!r}", n)
     return not bad
 
 
@@ -156,8 +162,6 @@ def crosscheck(lines: list[dict], p, findings: list) -> list[dict]:
     """Each valid line with its independent ε (RDP and PLD) and relative differences; adds a
     finding per disagreement over TOLERANCE, decreasing ε, backward round and over-budget
     release."""
-    from fedrec.common import crosscheck as independent
-
     by_client: dict[str, list[dict]] = {}
     for line in lines:
         if p.mode == "user" and line["client"] != "server":
@@ -264,36 +268,41 @@ def _histories(rows):
 
 def _would_exceed(history, p) -> bool:
     """A client is at its cap when one more release like its last would exceed the budget."""
-    from fedrec.common import crosscheck as independent
-
     epsilon = (independent.rdp_epsilon if p.accountant == "rdp" else independent.pld_epsilon)
     return epsilon([*history, history[-1]], p.delta) > p.epsilon
 
 
 def _check_devices(run_dir: Path, rows: list[dict], findings: list) -> None:
-    """Where the run directory holds the simulated devices' own accounts
-    (`clients/*/privacy.json`, `identity.json`), every release a device charged must have its
-    ledger line — only the last may be missing, if the device crashed before writing it."""
-    devices = sorted((run_dir / "clients").glob("*/privacy.json"))
-    if not devices:
-        return
+    """Where the run directory holds the simulated devices' stores (`clients/NNNNNN.sqlite`,
+    read with `fedrec.audit.device`), every release a device's own privacy account charged
+    must have its ledger line under the device's pseudonym — only the last may be missing, if
+    the device crashed before writing it. Stores without an account (devices that charged
+    nothing) are not counted."""
     lines: dict[str, int] = {}
     for r in rows:
         lines[r["client"]] = lines.get(r["client"], 0) + 1
-    known, short = set(), []
-    for account in devices:
-        identity = account.parent / "identity.json"
+    accounts, known, short = 0, set(), []
+    for path in device.store_paths(run_dir):
         try:
-            state = json.loads(account.read_text())
-            name = json.loads(identity.read_text())["pseudonym"]
-        except (OSError, ValueError, KeyError):
-            _fail(findings, f"{account.parent.name}: unreadable device account or identity")
+            with device.DeviceStoreReader(path) as store:
+                state = store.account()
+                if state is None:
+                    continue
+                accounts += 1
+                name = store.pseudonym()
+            if name is None:
+                raise device.DeviceStoreError(f"{path}: no pseudonym")
+            history = state.get("history", [])
+            last = state.get("last") or {}
+            expected = len(history) - (0 if last.get("logged", True) else 1)
+        except (device.DeviceStoreError, AttributeError, TypeError):
+            _fail(findings, f"{path.stem}: unreadable device account or identity")
             continue
         known.add(name)
-        last = state.get("last") or {}
-        expected = len(state.get("history", [])) - (0 if last.get("logged", True) else 1)
         if lines.get(name, 0) < expected:
-            short.append((name, len(state.get("history", [])), lines.get(name, 0)))
+            short.append((name, len(history), lines.get(name, 0)))
+    if not accounts:
+        return
     unknown = sorted(set(lines) - known)
     for name in unknown:
         _fail(findings, f"ledger client {name} is no device of this run (a rotated pseudonym, "
@@ -315,8 +324,6 @@ def _check_user_rounds(rows: list[dict], rounds: list[dict], findings: list) -> 
 
 
 def _egress(run_dir: Path, egress_log: Path | None, findings: list) -> dict | None:
-    from fedrec.common import wire
-
     path = egress_log or (run_dir / "egress.jsonl")
     schema_path = run_dir / "wire-schema.json"
     if not Path(path).exists():

@@ -6,9 +6,10 @@ from html.parser import HTMLParser
 
 import pytest
 
+from fedrec.audit.report import render
+from fedrec.audit.run import audit, audit_sweep, is_sweep
+from fedrec.client.store import DeviceStore
 from fedrec.common import config, crosscheck, privacy
-from fedrec.simulation.audit import audit, audit_sweep, is_sweep
-from fedrec.simulation.audit_report import render
 
 
 def test_independent_accountant_reproduces_published_values():
@@ -57,17 +58,20 @@ def make_run(tmp_path, mode="record", clients=3, releases=2, devices=False, acco
     names = [f"c-{i:016x}" for i in range(clients)] if mode == "record" else ["server"]
     rounds = []
     for i, name in enumerate(names):
+        store = None
+        if devices and mode == "record":  # the simulated device's store: account, ledger, name
+            store = DeviceStore(run / "clients" / f"{i:06d}.sqlite", fsync=False)
+            name = store.pseudonym()
         for r in range(1, releases + 1):
             eps = privacy.epsilon([release] * r, 1e-5, accountant)
-            privacy.append_release(run / "privacy" / "ledger.jsonl", privacy.Release(
-                mode, name, r, *release, 1.0, 1e-5, accountant, eps))
-        if devices and mode == "record":  # the simulated device's own account and identity
-            device = run / "clients" / f"{i:06d}"
-            device.mkdir(parents=True)
-            (device / "identity.json").write_text(json.dumps({"pseudonym": name}))
-            (device / "privacy.json").write_text(json.dumps({
-                "history": [[*release, r] for r in range(1, releases + 1)],
-                "last": {"round": releases, "logged": True}}))
+            line = privacy.Release(mode, name, r, *release, 1.0, 1e-5, accountant, eps)
+            privacy.append_release(run / "privacy" / "ledger.jsonl", line)
+            if store is not None:
+                store.append_release(line)
+        if store is not None:
+            store.write_account({"history": [[*release, r] for r in range(1, releases + 1)],
+                                 "last": {"round": releases, "logged": True}})
+            store.close()
     for r in range(1, releases + 1):
         rounds.append({"round": r, "aggregated": True})
     (run / "rounds.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rounds))
@@ -243,6 +247,25 @@ def test_a_deleted_last_line_is_caught_against_the_devices_accounts(tmp_path):
     assert any("charged 2 releases; the ledger has 1" in f for f in failures(audit(run)))
     write(run, [])
     assert any("has no valid ledger line" in f for f in failures(audit(run)))
+
+
+def test_device_stores_are_read_read_only_and_odd_ones_are_findings(tmp_path):
+    run = make_run(tmp_path, devices=True)
+    stores = sorted((run / "clients").glob("*.sqlite"))
+    before = [p.read_bytes() for p in stores]
+    # client 2 crashed after charging its last release, before writing the line: allowed
+    with DeviceStore(stores[2], fsync=False) as store:
+        state = store.read_account()
+        state["last"]["logged"] = False
+        store.write_account(state)
+    write(run, ledger(run)[:-1])
+    assert audit(run)["verdict"] == "pass"
+    assert [p.read_bytes() for p in stores[:2]] == before[:2]  # the audit changed nothing
+    # a store without an account (a device that charged nothing) is not a device to check
+    DeviceStore(run / "clients" / "000003.sqlite", fsync=False).close()
+    assert audit(run)["verdict"] == "pass"
+    (run / "clients" / "000004.sqlite").write_text("not a database")
+    assert "000004: unreadable device account or identity" in failures(audit(run))
 
 
 def test_an_edited_sigma_with_a_recomputed_epsilon_is_caught(tmp_path):

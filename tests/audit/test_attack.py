@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from fedrec.simulation import attack
+from fedrec.audit import attack
+from fedrec.client.attack_target import DeviceUpdates
 
 
 def test_lower_bound_by_hand():
@@ -42,8 +43,8 @@ def toy(tmp_path_factory, synthetic_home):
 
 @pytest.mark.slow
 def test_the_attack_has_power_without_protection_and_none_under_dp(toy):
-    report = attack.attack_all(toy, settings=(attack.Setting("none"),
-                                              attack.Setting("DP ε=1", 1.0)),
+    report = attack.attack_all(toy, DeviceUpdates, settings=(attack.Setting("none"),
+                                                             attack.Setting("DP ε=1", 1.0)),
                                trials=32, progress=False)
     plain, private = report["results"]
     assert plain["canary_auc"] > 0.9 and plain["correct"] >= plain["guesses"] - 1

@@ -1,5 +1,6 @@
-"""An audit (`fedrec.simulation.audit`) as a report a privacy officer can hand on: Markdown,
-HTML with the plots embedded, or JSON, and the plots as PNG files beside it."""
+"""An audit (`fedrec.audit.run` of a run or a sweep, `fedrec.audit.device` of a device's
+store) as a report a privacy officer can hand on: Markdown, HTML with the plots embedded, or
+JSON, and the plots as PNG files beside it."""
 
 from __future__ import annotations
 
@@ -26,13 +27,21 @@ UNIT = {
     "off": "**No differential privacy** was promised for this run: nothing below bounds what "
            "its model or updates reveal.",
 }
+DELTA_CAVEAT = ("δ is the probability that the bound fails; it should be well below 1 / (number "
+                "of units).")
+NOISE_CAVEAT = ("The cross-check recomputes ε from the logged parameters; it cannot tell whether "
+                "a device really added the noise it logged.")
 CAVEATS = [
     "User-level DP with distributed noise assumes honest clients: a client that skips its share "
     "of the noise weakens everyone's guarantee, and nobody can see it from outside.",
-    "δ is the probability that the bound fails; it should be well below 1 / (number of units).",
+    DELTA_CAVEAT,
     "Federated-evaluation metrics and who took part in a round are not covered by ε.",
-    "The cross-check recomputes ε from the logged parameters; it cannot tell whether a device "
-    "really added the noise it logged.",
+    NOISE_CAVEAT,
+]
+DEVICE_CAVEATS = [
+    NOISE_CAVEAT, DELTA_CAVEAT,
+    "A device's store is evidence only as far as the device is: one that rewrites its account "
+    "and its ledger together, consistently, cannot be told apart from an honest one.",
 ]
 
 
@@ -46,6 +55,24 @@ def plots(report: dict, out_dir: Path, stem: str) -> dict[str, Path]:
     def save(fig, name: str) -> None:
         fig.tight_layout()
         made[name] = save_png(fig, out_dir / f"{stem}-{name}.png", dpi=110)
+
+    if "device" in report:
+        spent = report["spent"]
+        if spent["epsilon_by_release"]:
+            fig, ax = plt.subplots(figsize=(6, 3.2))
+            releases = spent["epsilon_by_release"]
+            ax.plot([r[0] for r in releases], [r[3] for r in releases], marker=".",
+                    label="dp-accounting")
+            logged = [r for r in releases if r[2] is not None]
+            ax.plot([r[0] for r in logged], [r[2] for r in logged], ls="", marker="x",
+                    label="ledger")
+            if spent["budget"] is not None:
+                ax.axhline(spent["budget"], color="grey", ls="--", lw=1, label="budget")
+            ax.set(xlabel="release", ylabel="ε (record-level)", title="ε spent by release")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.legend()
+            save(fig, "epsilon-by-release")
+        return made
 
     for run in report.get("runs", [report]):
         spent = run.get("spent", {})
@@ -101,6 +128,8 @@ def render(report: dict, fmt: str, out: Path) -> list[Path]:
 
 
 def markdown(report: dict, images: dict[str, str]) -> str:
+    if "device" in report:
+        return "\n".join(_device_markdown(report, images)) + "\n"
     if "runs" in report:
         parts = [f"# Privacy audit of the sweep `{report['sweep']}`", "",
                  f"**Verdict: {report['verdict'].upper()}** ({len(report['runs'])} runs)", ""]
@@ -157,20 +186,7 @@ def _run_markdown(r: dict, images: dict[str, str], level: int) -> list[str]:
     for key, title in (("epsilon-by-round", "ε by round"), ("epsilon-by-client", "ε per client")):
         if key in images:
             out += ["", f"![{title}]({images[key]})"]
-    if check.get("lines"):
-        out += ["", f"{h}# Independent cross-check", "",
-                f"All {check['lines']} valid ledger entries were recomputed from their logged σ, q, "
-                f"steps and δ with Google's dp-accounting (RDP; PLD for "
-                f"{check['pld_lines']} of them). Largest difference to the run's numbers: "
-                f"{check['max_difference_rdp']:.2%} against RDP"
-                + (f", {check['max_difference_pld']:.2%} against PLD"
-                   if check["max_difference_pld"] is not None else "")
-                + f" (failure above {check['tolerance']:.0%} against {check['reference']}; PLD "
-                  "is the tighter accountant, so an RDP ledger sits slightly above it).", ""]
-        out += _table(["client", "round", "ledger ε", "RDP", "PLD", "difference"],
-                      [[c["client"], c["round"], f"{c['epsilon']:.4f}", f"{c['rdp']:.4f}",
-                        "—" if c["pld"] is None else f"{c['pld']:.4f}", f"{c['difference']:.3%}"]
-                       for c in check["largest_differences"]])
+    out += _crosscheck_markdown(check, h, "their logged σ, q, steps and δ", "the run's")
     if r["egress"]:
         e = r["egress"]
         out += ["", f"{h}# What left the devices", "",
@@ -186,11 +202,77 @@ def _run_markdown(r: dict, images: dict[str, str], level: int) -> list[str]:
                 f"{a['unique']} users unique."]
     if r["utility"]:
         out += ["", f"Utility of the final model: NDCG@10 = {r['utility'].get('ndcg@10', 0):.4f}."]
-    out += ["", f"{h}# Findings", ""]
-    out += [f"- **{f['severity']}**" + (f" (ledger line {f['line']})" if f["line"] else "")
-            + f": {f['what']}" for f in r["findings"]] or ["None."]
+    out += _findings_markdown(r["findings"], h)
     out += ["", f"{h}# Caveats", "", *[f"- {c}" for c in CAVEATS]]
     return out
+
+
+def _device_markdown(r: dict, images: dict[str, str]) -> list[str]:
+    p, spent = r["promise"], r["spent"]
+    failures = [f for f in r["findings"] if f["severity"] == "failure"]
+    budget = spent["budget"]
+    if failures:
+        summary = f"{len(failures)} failure(s), listed under Findings."
+    else:
+        summary = ("every ledger line shows a charge of the device's privacy account, and its ε "
+                   "is reproducible by an independent accountant from the account's history"
+                   + (", within the budget." if budget is not None
+                      else "; the store records no budget to check it against."))
+    names = r["pseudonyms"]
+    rotated = names[:-1] if names[-1:] == [r["pseudonym"]] else names  # earlier names only
+    facts = [["store", f"`{r['device']}` (schema version {r['schema_version']})"],
+             ["pseudonym", r["pseudonym"] or "—"],
+             ["earlier pseudonyms in its ledger", ", ".join(rotated) or "—"],
+             ["ε budget", _num(budget) if budget is not None else "not recorded in the store"],
+             ["δ", _num(p["delta"])], ["accountant", _num(p["accountant"])],
+             ["σ", _num(p["noise_multiplier"])]]
+    out = [f"# Privacy audit of the device store `{r['device']}`", "",
+           f"**Verdict: {r['verdict'].upper()}** — " + summary, "", MEANING, "", UNIT["record"],
+           "", "## The device", "", *_table(["", ""], facts), "", "## What was spent", ""]
+    if spent["charges"]:
+        q_low, q_high = spent["sample_rate"]
+        steps_low, steps_high = spent["steps"]
+        out += [f"The device spent **ε = {spent['epsilon']:.3f}** (record-level, δ = "
+                f"{spent['delta']:g}, by dp-accounting over every charge)"
+                + (f" of its budget {budget:g}" if budget is not None else "")
+                + f" in {spent['charges']} charged releases; its ledger holds "
+                  f"{spent['releases']} lines, the last at ε = {spent['epsilon_ledger']:.3f}.",
+                "Mechanisms: σ = " + ", ".join(f"{s:g}" for s in spent["noise_multiplier"])
+                + f"; q = {q_low:g}" + (f" to {q_high:g}" if q_high != q_low else "")
+                + f"; {steps_low}" + (f" to {steps_high}" if steps_high != steps_low else "")
+                + f" steps a release, {spent['steps_total']} in all."]
+    else:
+        out += ["Nothing: the device has charged no release."]
+    if "epsilon-by-release" in images:
+        out += ["", f"![ε by release]({images['epsilon-by-release']})"]
+    out += _crosscheck_markdown(r["crosscheck"], "#", "the device account's history of σ, q "
+                                "and steps up to their release, at its δ,", "the ledger's")
+    out += _findings_markdown(r["findings"], "#")
+    out += ["", "## Caveats", "", *[f"- {c}" for c in DEVICE_CAVEATS]]
+    return out
+
+
+def _crosscheck_markdown(check: dict, h: str, source: str, whose: str) -> list[str]:
+    if not check.get("lines"):
+        return []
+    out = ["", f"{h}# Independent cross-check", "",
+           f"All {check['lines']} valid ledger entries were recomputed from {source} with "
+           f"Google's dp-accounting (RDP; PLD for {check['pld_lines']} of them). Largest "
+           f"difference to {whose} numbers: {check['max_difference_rdp']:.2%} against RDP"
+           + (f", {check['max_difference_pld']:.2%} against PLD"
+              if check["max_difference_pld"] is not None else "")
+           + f" (failure above {check['tolerance']:.0%} against {check['reference']}; PLD "
+             "is the tighter accountant, so an RDP ledger sits slightly above it).", ""]
+    return out + _table(["client", "round", "ledger ε", "RDP", "PLD", "difference"],
+                        [[c["client"], c["round"], f"{c['epsilon']:.4f}", f"{c['rdp']:.4f}",
+                          "—" if c["pld"] is None else f"{c['pld']:.4f}",
+                          f"{c['difference']:.3%}"] for c in check["largest_differences"]])
+
+
+def _findings_markdown(findings: list[dict], h: str) -> list[str]:
+    return ["", f"{h}# Findings", "",
+            *([f"- **{f['severity']}**" + (f" (ledger line {f['line']})" if f["line"] else "")
+               + f": {f['what']}" for f in findings] or ["None."])]
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:

@@ -24,17 +24,38 @@ membership AUC of the user's real training items against all other items.
 
 Each DP setting audits one release calibrated to spend exactly the stated ε (planned for one
 participation), so the lower bound is compared with the ε of what was attacked.
+
+The releases come from the device's own training, passed in as `device` (the CLI passes
+`fedrec.client.attack_target.DeviceUpdates`): the audit itself depends on `fedrec.common` only.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from fedrec.common.config import RunConfig
+
 CONFIDENCE = 0.05
+
+
+class Release(Protocol):
+    """The update θ_local − θ_global (the shared arrays, float64) a device releases after
+    training on `train_items` (item ids, oldest first): without DP (`epsilon` None; `seed` seeds
+    the training) or with record-level DP-SGD calibrated to spend exactly `epsilon` in this one
+    release (its randomness secret)."""
+
+    def __call__(self, train_items: np.ndarray, epsilon: float | None,
+                 seed: int) -> list[np.ndarray]: ...
+
+
+Device = Callable[["RunConfig", np.ndarray], Release]  # device(cfg, item_embeddings)
 
 
 @dataclass(frozen=True)
@@ -95,23 +116,17 @@ def tpr_at_fpr(positive: np.ndarray, negative: np.ndarray, fpr: float) -> float:
 
 
 class Attack:
-    """Released updates and their span scores for one data set and model config."""
+    """Released updates and their span scores for one data set and model config; `device`
+    builds the attacked device's training from (`cfg`, the catalog's item embeddings)."""
 
-    def __init__(self, cfg, seed: int = 0):
-        import torch
-
+    def __init__(self, cfg, device: Device, seed: int = 0):
         from fedrec.common.experiment import prepare
-        from fedrec.common.model import FedRecModel
 
         self.cfg = cfg
         prepared = prepare(cfg, progress=False)
         self.split = prepared.split
-        self.embeddings = torch.as_tensor(prepared.item_embeddings)
-        self.model_cfg = replace(cfg.fedrec, input_dim=int(self.embeddings.shape[1]))
-        torch.manual_seed(cfg.seed)
-        self.global_ = FedRecModel(self.model_cfg, num_users=1).shared_arrays()
-        d = self.embeddings.shape[1]
-        self.first = [i for i, a in enumerate(self.global_) if a.ndim == 2 and a.shape[1] == d]
+        self.num_items, self.embedding_dim = prepared.item_embeddings.shape
+        self.release = device(cfg, prepared.item_embeddings)
         centred = prepared.item_embeddings - prepared.item_embeddings.mean(axis=0)
         self.centred = centred / np.linalg.norm(centred, axis=1, keepdims=True)
         self.rng = np.random.default_rng(seed)
@@ -119,39 +134,21 @@ class Attack:
         self.users = [u for u in range(self.split.num_users)
                       if len(self.split.train_sequences[u]) >= 2]
 
-    def user_data(self, user: int, canary: np.ndarray | None):
-        from fedrec.client.local import UserData
-
+    def train_items(self, user: int, canary: np.ndarray | None) -> np.ndarray:
         items = np.asarray(self.split.train_sequences[user], dtype=np.int64)
         if canary is not None:  # the newest record: exactly one disjoint window
             items = np.concatenate([items, canary])
-        return UserData(items, -1, -1)
+        return items
 
-    def update(self, data, epsilon: float | None) -> list[np.ndarray]:
+    def update(self, train_items: np.ndarray, epsilon: float | None) -> list[np.ndarray]:
         """The update θ_local − θ_global this client would release."""
-        import secrets
-
-        from fedrec.client import dp, local
-        from fedrec.common import privacy
-
-        seed = int(self.rng.integers(2**31))
-        epochs = self.cfg.federation.local_epochs
-        if epsilon is None:
-            shared, *_ = local.fit_local(self.model_cfg, self.cfg.train, self.embeddings,
-                                         self.global_, None, data, epochs=epochs, seed=seed)
-        else:
-            p = replace(self.cfg.privacy, mode="record", epsilon=epsilon, planned_rounds=1)
-            mechanism = dp.plan(data, self.cfg.train, p, epochs)
-            sigma = privacy.noise_for_epsilon(epsilon, p.delta, mechanism.sample_rate,
-                                              mechanism.steps, p.accountant)
-            shared, *_ = dp.fit_private(self.model_cfg, self.cfg.train, p, self.embeddings,
-                                        self.global_, None, data, epochs, sigma,
-                                        secrets.randbits(62))
-        return [np.asarray(s, np.float64) - g for s, g in zip(shared, self.global_)]
+        return self.release(train_items, epsilon, seed=int(self.rng.integers(2**31)))
 
     def scores(self, update: list[np.ndarray]) -> np.ndarray:
-        """(n_items,) s_i = ‖ΔW ẽ_i‖ for unit ẽ_i, z-scored over the catalog."""
-        stacked = np.concatenate([update[i] for i in self.first])
+        """(n_items,) s_i = ‖ΔW ẽ_i‖ for unit ẽ_i, z-scored over the catalog; ΔW stacks the
+        first layers (the arrays that take an item embedding as input)."""
+        stacked = np.concatenate([a for a in update if a.ndim == 2 and a.shape[1] ==
+                                  self.embedding_dim])
         s = np.linalg.norm(self.centred @ stacked.T, axis=1)
         return (s - s.mean()) / (s.std() + 1e-12)
 
@@ -159,7 +156,7 @@ class Attack:
 def run(attack: Attack, setting: Setting, trials: int, cohort: int, progress=None) -> dict:
     """`trials` canary trials under `setting`; the attack's success and the ε lower bound."""
     rng = attack.rng
-    n_items = attack.embeddings.shape[0]
+    n_items = attack.num_items
     scores_in, scores_out, member_aucs = [], [], []
     for _ in range(trials):
         user = int(rng.choice(attack.users))
@@ -167,13 +164,14 @@ def run(attack: Attack, setting: Setting, trials: int, cohort: int, progress=Non
         canary = rng.choice(np.array([i for i in range(n_items) if i not in own]),
                             attack.canary_length, replace=False)
         inserted = bool(rng.random() < 0.5)
-        update = attack.update(attack.user_data(user, canary if inserted else None),
+        update = attack.update(attack.train_items(user, canary if inserted else None),
                                setting.epsilon)
         cohort_items = set(own)
         if setting.secagg:  # the server sees only the sum over the cohort
             others = [u for u in attack.users if u != user]
             for other in rng.choice(others, cohort - 1, replace=False):
-                other_update = attack.update(attack.user_data(int(other), None), setting.epsilon)
+                other_update = attack.update(attack.train_items(int(other), None),
+                                             setting.epsilon)
                 update = [a + b for a, b in zip(update, other_update)]
                 cohort_items |= set(attack.split.train_sequences[int(other)])
         s = attack.scores(update)
@@ -202,12 +200,13 @@ def run(attack: Attack, setting: Setting, trials: int, cohort: int, progress=Non
     }
 
 
-def attack_all(cfg, settings=DEFAULT_SETTINGS, trials: int = 200, cohort: int = 10,
-               seed: int = 0, progress: bool = True) -> dict:
-    """Every setting's attack results (see `run`), for `cfg`'s data set and model."""
+def attack_all(cfg, device: Device, settings=DEFAULT_SETTINGS, trials: int = 200,
+               cohort: int = 10, seed: int = 0, progress: bool = True) -> dict:
+    """Every setting's attack results (see `run`), for `cfg`'s data set and model, on the
+    releases of `device` (see `Attack`)."""
     from tqdm.auto import tqdm
 
-    attack = Attack(cfg, seed)
+    attack = Attack(cfg, device, seed)
     bar = tqdm(total=trials * len(settings), desc="attack trials", disable=not progress)
     results = []
     for setting in settings:
@@ -216,25 +215,6 @@ def attack_all(cfg, settings=DEFAULT_SETTINGS, trials: int = 200, cohort: int = 
     bar.close()
     return {"dataset": cfg.dataset, "trials": trials, "cohort": cohort, "seed": seed,
             "delta": cfg.privacy.delta, "results": results}
-
-
-def run_attack_cli(config_path: Path, out: Path | None, trials: int = 200) -> dict:
-    """`fedrec audit attack CONFIG`: prints the table and writes JSON + PNG (default: next to
-    the config, `attack.json` / `attack.png`)."""
-    import json
-
-    import typer
-
-    from fedrec.common import atomic, config
-
-    cfg = config.load(Path(config_path)).validate()
-    report = attack_all(cfg, trials=trials)
-    out = Path(out) if out else Path(config_path).with_name("attack.json")
-    atomic.write_text(out, json.dumps(report, indent=1))
-    plot(report, out.with_suffix(".png"))
-    typer.echo(table(report))
-    typer.echo(f"wrote {out} and {out.with_suffix('.png')}")
-    return report
 
 
 def table(report: dict) -> str:

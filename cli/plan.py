@@ -1,0 +1,76 @@
+"""`fedrec plan`: what `flwr run` submits — a Flower app directory for the fedrec apps and the
+run config (the run plan and the run directory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fedrec.cli.options import Dataset
+
+
+def plan(
+    out: Annotated[Path, typer.Option(
+        help="A directory for the Flower app (pyproject.toml) and its run config (run.toml).")],
+    config: Annotated[Path | None, typer.Option(
+        help="A fedrec config.toml ([federation], [privacy], ...); default: the defaults.")] = None,
+    dataset: Annotated[str | None, Dataset] = None,
+    clients: Annotated[int | None, typer.Option(
+        help="Deployment: the number of devices (SuperNodes) the run waits for and samples "
+        "from. Omit with --simulation.")] = None,
+    simulation: Annotated[bool, typer.Option(
+        "--simulation", help="A simulation by `flwr run`: one virtual device per user of the "
+        "data set, central evaluation in the run directory.")] = False,
+    run_dir: Annotated[Path, typer.Option(
+        help="The ServerApp's run directory (on the server machine).")] = Path("runs/flwr"),
+) -> None:
+    """Write a Flower app and its run config: `flwr run OUT <connection> --run-config
+    OUT/run.toml --stream` then runs fedrec's ServerApp and ClientApps (the installed package's
+    code: the app directory only declares them)."""
+    from dataclasses import replace
+
+    import tomli_w
+
+    from fedrec.common import atomic
+    from fedrec.common import config as cfgmod
+    from fedrec.common.errors import ConfigError
+    from fedrec.common.experiment import prepare
+    from fedrec.common.plan import (
+        DEVICES_KEY,
+        ENGINE_KEY,
+        RUN_DIR_KEY,
+        SERVER_HOOKS_KEY,
+        RunPlan,
+        app_description,
+    )
+    from fedrec.simulation.run import build_plan
+
+    cfg = cfgmod.load(config) if config else cfgmod.RunConfig()
+    if dataset:
+        cfg = replace(cfg, dataset=dataset)
+    cfg.validate()
+    if simulation == (clients is not None):
+        raise ConfigError("give either --clients N (a deployment of N devices) or --simulation")
+    prepared = prepare(cfg, progress=False)
+    run_config = {RUN_DIR_KEY: str(run_dir.resolve())}
+    if simulation:
+        the_plan = build_plan(cfg, prepared)
+        if cfg.engine() != "ray":
+            cfg.federation.engine = "ray"  # `flwr run` delivers one message per client
+            the_plan = build_plan(cfg, prepared)
+        run_config.update({DEVICES_KEY: "fedrec.simulation.devices:open_device",
+                           SERVER_HOOKS_KEY: "fedrec.simulation.run:server_hooks",
+                           ENGINE_KEY: "ray"})
+    else:
+        shapes = build_plan(cfg, prepared)  # the model's shapes at the catalog's width
+        the_plan = RunPlan.build(cfg, clients, shapes.model.input_dim,
+                                 dict(zip(shapes.keys, shapes.shapes)))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(out / "pyproject.toml", app_description())
+    atomic.write_text(out / "run.toml", tomli_w.dumps(the_plan.to_run_config(**run_config)))
+    typer.echo(f"{out}: {the_plan.num_clients} clients, {the_plan.cohort} per round, "
+               f"{cfg.federation.rounds} rounds, privacy {the_plan.privacy.mode}, SecAgg+ "
+               f"{'on' if the_plan.secagg else 'off'}; submit with `flwr run {out} <connection> "
+               f"--run-config {out / 'run.toml'} --stream`")

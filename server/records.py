@@ -1,0 +1,177 @@
+"""The server's run directory: what a run writes while it runs, and how it starts, resumes and
+finishes. A simulation and a deployment write the same files.
+
+- `config.toml` (the run's config, to reproduce it), `wire-schema.json` (what clients may
+  send, to check an egress log against);
+- `rounds.jsonl`: one line per round (clients sampled/completed/failed/rejected, loss, time);
+- `metrics.jsonl`: one line per evaluated round (`round` + the central protocol's metric keys,
+  in a simulation, + `federated_*` estimates from the clients' own evaluations);
+- `checkpoints/` (the global head and the server optimizer, safetensors) and `privacy/`;
+- `metrics.json` at the end: the served round's metrics and the run's totals.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fedrec.common import atomic, config, privacy
+from fedrec.common.errors import RunDirError
+from fedrec.common.jsonl import read_jsonl, truncate_jsonl
+from fedrec.common.plan import RunPlan
+
+CHECKPOINTS_DIR, WIRE_SCHEMA, ANONYMIZATION = "checkpoints", "wire-schema.json", "anonymization.json"
+LEDGER = Path("privacy") / "ledger.jsonl"
+
+
+def open_run(run_dir: Path, plan: RunPlan) -> tuple[int, Path | None]:
+    """Start a new run in `run_dir`, or resume the one there (its config must be the plan's):
+    returns (the round to start after, the checkpoint to start from or None)."""
+    from fedrec.server import checkpoint
+
+    run_dir = Path(run_dir)
+    if (run_dir / "config.toml").exists():
+        stored = config.load(run_dir / "config.toml").validate()
+        if config.to_dict(stored) != config.to_dict(plan.config):
+            raise RunDirError(f"{run_dir}: holds a run with another config; resume it with its "
+                              "own config.toml, or choose another run directory")
+        latest = checkpoint.latest(run_dir / CHECKPOINTS_DIR)
+        start = checkpoint.load(latest)[0] if latest else 0
+        truncate_jsonl(run_dir / "rounds.jsonl", start + 1)
+        # the checkpoint's own round is evaluated again (if it is an evaluation round)
+        truncate_jsonl(run_dir / "metrics.jsonl", start if latest else 0)
+        return start, latest
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.save(plan.config, run_dir / "config.toml")
+    atomic.write_text(run_dir / WIRE_SCHEMA, plan.schema.to_json())
+    return 0, None
+
+
+class Recorder:
+    """Receives the strategy's records ('fit', 'central_eval', 'federated_eval') and appends
+    them to `rounds.jsonl` and `metrics.jsonl` (a progress bar follows those files)."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.started = time.perf_counter()
+        self.pending: dict[int, dict] = {}
+        self.totals = {"failed": 0, "rejected": 0, "rounds_not_aggregated": 0}
+        self.last_metrics: dict | None = None
+
+    def __call__(self, kind: str, round_: int, values: dict) -> None:
+        row = self.pending.setdefault(round_, {"round": round_})
+        if kind == "fit":
+            self._append("rounds.jsonl", {"round": round_, **values})
+            self.totals["failed"] += values["failed"]
+            self.totals["rejected"] += values["rejected"]
+            self.totals["rounds_not_aggregated"] += not values["aggregated"]
+            row.update(train_loss=values["train_loss"], failed=values["failed"])
+        elif kind == "central_eval":
+            row.update(values)
+        elif kind == "initial_eval":  # before the first round of a session: nothing else follows
+            row.update(values)
+            self._flush(round_)
+        elif kind == "federated_eval":
+            row.update({f"federated_{k}": v for k, v in values.items()})
+            self._flush(round_)
+
+    def _flush(self, round_: int) -> None:
+        row = self.pending.pop(round_)
+        row["elapsed_seconds"] = round(time.perf_counter() - self.started, 2)  # this session
+        # rounds without evaluation never flush: drop their partial rows
+        self.pending = {r: v for r, v in self.pending.items() if r > round_}
+        self._append("metrics.jsonl", row)
+        if "ndcg@10" in row:
+            self.last_metrics = row
+
+    def _append(self, name: str, record: dict) -> None:
+        with open(self.run_dir / name, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+
+
+def finish(run_dir: Path, seconds: float, engine_name: str = "") -> dict:
+    """Write `metrics.json`: the served round's metrics plus run totals. The metrics are the
+    central protocol's where the run had them (a simulation), else the clients' own
+    evaluations (`federated_*`: a deployment)."""
+    from fedrec.common.experiment import peak_rss_mb
+
+    run_dir = Path(run_dir)
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    evaluated = [r for r in rows if "ndcg@10" in r] or [r for r in rows
+                                                         if "federated_ndcg@10" in r]
+    rounds = read_jsonl(run_dir / "rounds.jsonl")
+    if not evaluated:
+        raise RunDirError(f"{run_dir}: the run ended without any evaluated round")
+    chosen = select_round(evaluated)
+    final = {k: v for k, v in chosen.items()
+             if k not in ("train_loss", "failed", "round", "elapsed_seconds", "eval_seconds")}
+    final.update(
+        selected_round=chosen["round"],
+        last={k: v for k, v in evaluated[-1].items() if k not in ("train_loss", "failed")},
+    )
+    final.update(
+        rounds=max((r["round"] for r in rounds), default=0),
+        failed_client_updates=sum(r["failed"] for r in rounds),
+        rejected_client_updates=sum(r["rejected"] for r in rounds),
+        rounds_not_aggregated=sum(not r["aggregated"] for r in rounds),
+        wall_seconds_this_session=round(seconds, 1),
+        engine=engine_name,
+        peak_rss_mb=round(peak_rss_mb(), 1),
+    )
+    spent = privacy_summary(run_dir)
+    if spent:
+        final["privacy"] = spent
+    if (run_dir / ANONYMIZATION).exists():
+        facts = json.loads((run_dir / ANONYMIZATION).read_text())
+        final["anonymization"] = {k: facts[k] for k in ("generalization", "k", "k_target")
+                                  if k in facts}
+    atomic.write_text(run_dir / "metrics.json", json.dumps(final, indent=2))
+    return final
+
+
+def select_round(evaluated: list[dict]) -> dict:
+    """The evaluated round whose global head a run serves: the best validation NDCG@10 (as
+    central training's early stopping chooses its epoch; never the test metric), the latest on
+    ties; the initial model only if nothing else was evaluated. Its checkpoint is
+    `checkpoints/round-NNNNNN.safetensors` (every evaluated round is checkpointed)."""
+    trained = [r for r in evaluated if r["round"] > 0] or evaluated
+    score = [(v if v == v else -1.0, r["round"])  # NaN (no validation users) ranks last
+             for r in trained for v in [r.get("valid_ndcg@10", float("nan"))]]
+    return trained[max(range(len(trained)), key=lambda i: score[i])]
+
+
+def privacy_summary(run_dir: Path) -> dict:
+    """What the ledger says was spent: the federation's user-level ε, or the distribution of
+    the clients' record-level ε. {} for a run without DP."""
+    cfg = config.load(run_dir / "config.toml").privacy
+    if not cfg.enabled:
+        return {}
+    # a device that crashed between a ledger line and its "logged" mark repeats the line
+    ledger = list({json.dumps(line, sort_keys=True): line
+                   for line in privacy.read_ledger(run_dir / LEDGER)}.values())
+    latest: dict[str, float] = {}
+    for line in ledger:
+        latest[line["client"]] = max(latest.get(line["client"], 0.0), line["epsilon"])
+    rounds = read_jsonl(run_dir / "rounds.jsonl")
+    summary = {"unit": cfg.mode, "delta": cfg.delta, "accountant": cfg.accountant,
+               "epsilon_budget": cfg.epsilon, "releases": len(ledger)}
+    if cfg.mode == "record" and not (run_dir / LEDGER).exists():
+        # a deployment: each device keeps its own ledger (`fedrec client privacy --store`)
+        summary.update(releases=None, ledger="on the devices",
+                       declined_rounds=sum(r.get("declined", 0) for r in rounds))
+    elif cfg.mode == "user":
+        summary["epsilon"] = latest.get("server", 0.0)
+        sigmas = [line["noise_multiplier"] for line in ledger]
+        summary["noise_multiplier_range"] = [min(sigmas), max(sigmas)] if sigmas else None
+    else:
+        values = np.array(sorted(latest.values())) if latest else np.zeros(1)
+        summary.update(clients_released=len(latest), epsilon_min=float(values.min()),
+                       epsilon_median=float(np.median(values)), epsilon_max=float(values.max()),
+                       clients_exhausted=max((r.get("clients_exhausted", 0) for r in rounds),
+                                             default=0),
+                       declined_rounds=sum(r.get("declined", 0) for r in rounds))
+    return summary
