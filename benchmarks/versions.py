@@ -64,21 +64,26 @@ def main() -> None:
             for version in ("old", "new"):
                 runs.append(run(version, args.old, args, Path(tmp) / f"{version}-{i}"))
                 print(json.dumps(runs[-1]), flush=True)
-    by = {v: [r for r in runs if r["version"] == v] for v in ("old", "new")}
-    difference = max(abs((a["metrics"][k] or 0) - (b["metrics"][k] or 0))
-                     for a, b in zip(by["old"], by["new"]) for k in COMPARED)
-    ratios = [b["round_seconds_median"] / a["round_seconds_median"]
-              for a, b in zip(by["old"], by["new"])]
-    summary = {"dataset": args.dataset, "rounds": args.rounds, "seed": args.seed,
-               "engine": args.engine or "auto", "runs": runs,
-               "max_metric_difference": difference,
-               "round_time_ratio_new_over_old": ratios,
-               "round_time_ratio_median": statistics.median(ratios)}
+    summary = summarize(runs, args)
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / f"versions-{Path(args.dataset).name}{'-' + args.engine if args.engine else ''}"
     stem.with_suffix(".json").write_text(json.dumps(summary, indent=1))
     plot(summary, stem.with_suffix(".png"))
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1))
+
+
+def summarize(runs: list[dict], args) -> dict:
+    """Metric agreement and round-time ratios of alternating (old, new) runs."""
+    by = {v: [r for r in runs if r["version"] == v] for v in ("old", "new")}
+    difference = max(abs((a["metrics"][k] or 0) - (b["metrics"][k] or 0))
+                     for a, b in zip(by["old"], by["new"]) for k in COMPARED)
+    ratios = [b["round_seconds_median"] / a["round_seconds_median"]
+              for a, b in zip(by["old"], by["new"])]
+    return {"dataset": args.dataset, "rounds": args.rounds, "seed": args.seed,
+            "engine": args.engine or "auto", "runs": runs,
+            "max_metric_difference": difference,
+            "round_time_ratio_new_over_old": ratios,
+            "round_time_ratio_median": statistics.median(ratios)}
 
 
 def plot(summary: dict, path: Path) -> None:

@@ -148,7 +148,7 @@ class FedRecClient(NumPyClient):
             sigma = account.noise_multiplier or p.noise_multiplier or privacy.noise_for_epsilon(
                 p.epsilon, p.delta, mechanism.sample_rate,
                 p.planned_rounds * mechanism.steps, p.accountant)
-            if account.would_spend(sigma, mechanism.sample_rate, mechanism.steps) > p.epsilon:
+            if account.would_spend(sigma, mechanism.sample_rate, mechanism.steps) > account.budget:
                 return parameters, 0, {"declined": 1}
             charge = account.charge(round_, inputs, sigma, mechanism.sample_rate,
                                     mechanism.steps)

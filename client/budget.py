@@ -49,14 +49,17 @@ class PrivacyAccount:
     """Record-level accountant of one device, persisted in `store` (a
     `fedrec.client.store.DeviceStore`, or anything with its `read_account`/`write_account`).
     `budget`: the ε (record level, at `delta`) the device enforces, kept with the account so
-    an auditor or the user can check the spend against it; None keeps the recorded one."""
+    an auditor or the user can check the spend against it. A budget can only go down: the
+    smaller of the recorded one and `budget` holds (None keeps the recorded one)."""
 
     def __init__(self, store, delta: float, accountant: str = "rdp",
                  budget: float | None = None):
         self.store = store
         self.delta, self.accountant = delta, accountant
         state = store.read_account() or {}
-        self.budget: float | None = budget if budget is not None else state.get("epsilon_max")
+        recorded = state.get("epsilon_max")
+        self.budget: float | None = min((b for b in (budget, recorded) if b is not None),
+                                        default=None)
         self.noise_multiplier: float | None = state.get("noise_multiplier")
         self.history: list[list] = state.get("history", [])  # [σ, q, steps, round]
         self.last: dict | None = state.get("last")

@@ -76,11 +76,18 @@ class StoreDevice:
             self._store.save_head(round_, arrays, asdict(plan.model))
 
 
+def simulated(context) -> bool:
+    """Whether this node is a simulation's virtual node (Flower's simulation engine gives each
+    a `partition-id`; a real SuperNode has only the node config its operator set)."""
+    return "partition-id" in context.node_config and STORE_KEY not in context.node_config
+
+
 def open_device(plan: RunPlan, context) -> Device:
-    """The device of this ClientApp: a virtual one when the run names a `devices` opener, else
-    the device store at the node's `store` path."""
+    """The device of this ClientApp: on a simulation's node, the virtual device the run's
+    `devices` opener makes; on a real node, the device store at its `store` path. A real
+    device never runs code the server names."""
     opener = str(context.run_config.get(DEVICES_KEY, "") or "")
-    if opener:
+    if opener and simulated(context):
         return _load(opener)(plan, context)
     path = context.node_config.get(STORE_KEY)
     if not path:

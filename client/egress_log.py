@@ -52,14 +52,17 @@ class EgressLogFailed(RuntimeError):
 
 def egress_log_mod(path: str | Path | None = None):
     """A client mod appending a summary of every reply to `path`, or, without one, to the
-    node's `egress-log` node-config value, else the run's `egress-log` run-config value, when
+    node's `egress-log` node-config value, else — on a simulation's virtual node only, never
+    a path the server names for a real device — the run's `egress-log` run-config value, when
     set (JSON lines, file-locked so that concurrent simulated clients never interleave a
     line)."""
+    from fedrec.client.device import simulated
+
     fixed = None if path is None else str(Path(path).resolve())
 
     def mod(msg, context, call_next):
         target = (fixed or context.node_config.get(NODE_CONFIG_KEY)
-                  or context.run_config.get(NODE_CONFIG_KEY))
+                  or (context.run_config.get(NODE_CONFIG_KEY) if simulated(context) else None))
         if not target:
             return call_next(msg, context)
         try:

@@ -21,7 +21,6 @@ can read a device's account and ledger with `sqlite3` alone:
     identity(pseudonym)
     cache(name, key, personal, value)      derived arrays; `personal` = derived from user data
 
-`PersonalStore` (one safetensors file per version in a directory) is the previous layout.
 """
 
 from __future__ import annotations
@@ -415,9 +414,10 @@ class DeviceStore:
 
 
 class PersonalVersions:
-    """The personal state in a `DeviceStore`, versioned by round, with `PersonalStore`'s
-    methods and semantics (`store.personal`). A change drops the cached user vectors (they
-    may have started from the state that changed)."""
+    """The personal state in a `DeviceStore` (`store.personal`), versioned by round, so that a
+    device resumed after a server crash continues from the state that matches the server's
+    last checkpoint. A change drops the cached user vectors (they may have started from the
+    state that changed)."""
 
     def __init__(self, store: DeviceStore):
         self.store = store
@@ -481,6 +481,3 @@ def _encode(arrays: dict[str, np.ndarray]) -> bytes:
 
 def _decode(blob: bytes) -> dict[str, np.ndarray]:
     return load_arrays(bytes(blob))
-
-
-# --- legacy ----------------------------------------------------------------------------------

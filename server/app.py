@@ -57,7 +57,7 @@ def run(grid: Grid, context) -> dict:
     plan = RunPlan.from_run_config(context.run_config)
     run_dir = Path(str(context.run_config.get(RUN_DIR_KEY, "") or "runs/flwr")).resolve()
     hooks = _hooks(plan, run_dir, context.run_config)
-    start_round, latest = records.open_run(run_dir, plan)
+    start_round, latest = records.open_run(run_dir, plan, hooks.central_eval is not None)
     initial, opt_state = initial_head(plan), None
     if latest is not None:
         _, shared, opt_state = checkpoint.load(latest)
@@ -159,14 +159,20 @@ def map_nodes_by_query(num_clients: int, timeout: float = 300.0):
         queries = [Message(content=compat.getpropertiesins_to_recorddict(GetPropertiesIns({})),
                            dst_node_id=n, message_type=MessageTypeLegacy.GET_PROPERTIES,
                            group_id="discover") for n in node_ids]
-        reported = {}
+        reported, failed = {}, []
         for reply in grid.send_and_receive(queries, timeout=timeout):
-            if not reply.has_error():
-                props = compat.recorddict_to_getpropertiesres(reply.content).properties
-                if "partition-id" in props:
-                    reported[reply.metadata.src_node_id] = int(props["partition-id"])
-        if len(reported) == len(node_ids):
-            return reported
-        return {node: i for i, node in enumerate(sorted(node_ids))}
+            if reply.has_error():
+                failed.append(reply.metadata.src_node_id)
+                continue
+            props = compat.recorddict_to_getpropertiesres(reply.content).properties
+            if "partition-id" in props:
+                reported[reply.metadata.src_node_id] = int(props["partition-id"])
+        if not reported:  # real devices: numbered in node-id order
+            return {node: i for i, node in enumerate(sorted(node_ids)[:num_clients])}
+        if sorted(reported.values()) != list(range(num_clients)) or failed:
+            raise RuntimeError(f"virtual devices reported partitions {sorted(reported.values())[:5]}"
+                               f"... ({len(reported)} of {num_clients}, {len(failed)} failed to "
+                               "answer); expected each of 0.." f"{num_clients - 1} exactly once")
+        return reported
 
     return map_nodes

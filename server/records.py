@@ -1,8 +1,9 @@
 """The server's run directory: what a run writes while it runs, and how it starts, resumes and
 finishes. A simulation and a deployment write the same files.
 
-- `config.toml` (the run's config, to reproduce it), `wire-schema.json` (what clients may
-  send, to check an egress log against);
+- `config.toml` (the run's config, to reproduce it), `plan.json` (everything derived from it
+  for this population), `wire-schema.json` (what clients may send, to check an egress log
+  against);
 - `rounds.jsonl`: one line per round (clients sampled/completed/failed/rejected, loss, time);
 - `metrics.jsonl`: one line per evaluated round (`round` + the central protocol's metric keys,
   in a simulation, + `federated_*` estimates from the clients' own evaluations);
@@ -24,28 +25,32 @@ from fedrec.common.jsonl import read_jsonl, truncate_jsonl
 from fedrec.common.plan import RunPlan
 
 CHECKPOINTS_DIR, WIRE_SCHEMA, ANONYMIZATION = "checkpoints", "wire-schema.json", "anonymization.json"
+PLAN = "plan.json"  # the run plan, as the apps received it
 LEDGER = Path("privacy") / "ledger.jsonl"
 
 
-def open_run(run_dir: Path, plan: RunPlan) -> tuple[int, Path | None]:
-    """Start a new run in `run_dir`, or resume the one there (its config must be the plan's):
-    returns (the round to start after, the checkpoint to start from or None)."""
+def open_run(run_dir: Path, plan: RunPlan, reevaluate: bool = True) -> tuple[int, Path | None]:
+    """Start a new run in `run_dir`, or resume the one there (its plan must be this one: same
+    config *and* population, so σ, q and the cohort are those its ledger was charged with):
+    returns (the round to start after, the checkpoint to start from or None). `reevaluate`:
+    the checkpoint's round is evaluated again (central evaluation), so its metrics line goes."""
     from fedrec.server import checkpoint
 
     run_dir = Path(run_dir)
     if (run_dir / "config.toml").exists():
-        stored = config.load(run_dir / "config.toml").validate()
-        if config.to_dict(stored) != config.to_dict(plan.config):
-            raise RunDirError(f"{run_dir}: holds a run with another config; resume it with its "
-                              "own config.toml, or choose another run directory")
+        stored = (run_dir / PLAN).read_text() if (run_dir / PLAN).exists() else None
+        if stored is not None and stored != plan.to_json():
+            raise RunDirError(f"{run_dir}: holds a run with another plan (config or number of "
+                              "clients); resume it with its own, or choose another run directory")
         latest = checkpoint.latest(run_dir / CHECKPOINTS_DIR)
         start = checkpoint.load(latest)[0] if latest else 0
         truncate_jsonl(run_dir / "rounds.jsonl", start + 1)
-        # the checkpoint's own round is evaluated again (if it is an evaluation round)
-        truncate_jsonl(run_dir / "metrics.jsonl", start if latest else 0)
+        truncate_jsonl(run_dir / "metrics.jsonl",
+                       (start if reevaluate else start + 1) if latest else 0)
         return start, latest
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(plan.config, run_dir / "config.toml")
+    atomic.write_text(run_dir / PLAN, plan.to_json())
     atomic.write_text(run_dir / WIRE_SCHEMA, plan.schema.to_json())
     return 0, None
 
@@ -58,16 +63,11 @@ class Recorder:
         self.run_dir = Path(run_dir)
         self.started = time.perf_counter()
         self.pending: dict[int, dict] = {}
-        self.totals = {"failed": 0, "rejected": 0, "rounds_not_aggregated": 0}
-        self.last_metrics: dict | None = None
 
     def __call__(self, kind: str, round_: int, values: dict) -> None:
         row = self.pending.setdefault(round_, {"round": round_})
         if kind == "fit":
             self._append("rounds.jsonl", {"round": round_, **values})
-            self.totals["failed"] += values["failed"]
-            self.totals["rejected"] += values["rejected"]
-            self.totals["rounds_not_aggregated"] += not values["aggregated"]
             row.update(train_loss=values["train_loss"], failed=values["failed"])
         elif kind == "central_eval":
             row.update(values)
@@ -84,8 +84,6 @@ class Recorder:
         # rounds without evaluation never flush: drop their partial rows
         self.pending = {r: v for r, v in self.pending.items() if r > round_}
         self._append("metrics.jsonl", row)
-        if "ndcg@10" in row:
-            self.last_metrics = row
 
     def _append(self, name: str, record: dict) -> None:
         with open(self.run_dir / name, "a") as fh:

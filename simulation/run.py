@@ -36,11 +36,9 @@ from fedrec.common.plan import (
     RunPlan,
 )
 from fedrec.common.recommenders import FedRecCentral
+from fedrec.server.records import ANONYMIZATION, LEDGER
 from fedrec.simulation import engine
 from fedrec.simulation.devices import CLIENTS_DIR, DataSpec, VirtualDevice, store_path
-
-ANONYMIZATION = "anonymization.json"
-LEDGER = Path("privacy") / "ledger.jsonl"
 
 
 def build_plan(cfg: config.RunConfig, prepared: Prepared) -> RunPlan:
@@ -94,14 +92,16 @@ def server_hooks(plan: RunPlan, run_dir: Path, run_config):
 
 def collect_ledgers(plan: RunPlan, run_dir: Path) -> None:
     """Record-level DP: gather the virtual devices' own ledgers into the run's
-    `privacy/ledger.jsonl` (by round, then device), as an auditor of a simulation reads them."""
+    `privacy/ledger.jsonl`, device by device, each in the order it wrote them (after a resume
+    a device's rounds repeat; its cumulative ε follows its own order)."""
     if plan.privacy.mode != "record":
         return
     from fedrec.client.store import DeviceStore
 
-    lines = [line for path in sorted((run_dir / CLIENTS_DIR).glob("*.sqlite"))
-             for line in DeviceStore(path, fsync=False).releases()]
-    lines.sort(key=lambda line: line["round"])
+    lines = []
+    for path in sorted((run_dir / CLIENTS_DIR).glob("*.sqlite")):
+        with DeviceStore(path, fsync=False) as store:
+            lines += store.releases()
     (run_dir / LEDGER).parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(run_dir / LEDGER, "".join(json.dumps(line) + "\n" for line in lines))
 
@@ -153,16 +153,14 @@ def simulate(cfg: config.RunConfig | None, run_dir: Path, resume: bool = False,
 def _rewind_devices(plan: RunPlan, run_dir: Path) -> None:
     """A resumed run redoes the rounds after its last checkpoint: devices drop the personal
     state they saved in those rounds (their privacy accounts keep every charge)."""
-    from fedrec.client import personal
     from fedrec.client.store import DeviceStore
     from fedrec.server import checkpoint
 
-    if not personal.kept(plan.federation):
-        return
     latest = checkpoint.latest(run_dir / "checkpoints")
     start = checkpoint.load(latest)[0] if latest else 0
     for path in sorted((run_dir / CLIENTS_DIR).glob("*.sqlite")):
-        DeviceStore(path, fsync=False).personal.discard_after(start)
+        with DeviceStore(path, fsync=False) as store:
+            store.personal.discard_after(start)
 
 
 def _write_anonymization(cfg: config.RunConfig, plan: RunPlan, prepared: Prepared,
