@@ -4,7 +4,6 @@ a crash between charge and ledger line is a note, and a store of a newer schema 
 import json
 import sqlite3
 from dataclasses import asdict
-from html.parser import HTMLParser
 
 import pytest
 
@@ -225,28 +224,16 @@ def test_a_device_that_released_nothing_passes(tmp_path):
     assert report["verdict"] == "pass" and report["spent"]["charges"] == 0
 
 
-class _Parser(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.tags, self.images = [], []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append(tag)
-        if tag == "img":
-            self.images.append(dict(attrs)["src"])
-
-
-def test_a_device_report_renders_as_markdown_html_and_json(tmp_path):
+def test_a_device_report_renders_as_markdown_html_and_json(tmp_path, html_outline):
     report = audit_device(make_store(tmp_path, budget=4.0))
     md, png = render(report, "md", tmp_path / "report.md")
     text = md.read_text()
     assert "**Verdict: PASS**" in text and "# Privacy audit of the device store" in text
     assert "ε = 3.586" in text and "Unit: one record" in text and "σ = 2.5" in text
     assert png.name == "report-epsilon-by-release.png" and png.stat().st_size > 5000
-    parser = _Parser()
-    parser.feed(render(report, "html", tmp_path / "report.html")[0].read_text())
-    assert {"h1", "table", "img"} <= set(parser.tags)
-    assert all(src.startswith("data:image/png;base64,") for src in parser.images)
+    tags, images = html_outline(render(report, "html", tmp_path / "report.html")[0].read_text())
+    assert {"h1", "table", "img"} <= set(tags)
+    assert all(src.startswith("data:image/png;base64,") for src in images)
     data = json.loads(render(report, "json", tmp_path / "report.json")[0].read_text())
     assert data["verdict"] == "pass" and data["spent"]["charges"] == 3
 

@@ -2,7 +2,6 @@
 dp-accounting, tampered ledgers caught, reports that render."""
 
 import json
-from html.parser import HTMLParser
 
 import pytest
 
@@ -184,18 +183,7 @@ def test_an_egress_log_outside_the_schema_fails_the_audit(tmp_path):
     assert any("egress log line 1: unexpected-key" in f for f in failures(audit(run)))
 
 
-class _Parser(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.tags, self.images = [], []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append(tag)
-        if tag == "img":
-            self.images.append(dict(attrs)["src"])
-
-
-def test_reports_render_as_markdown_html_and_json_with_plots(tmp_path):
+def test_reports_render_as_markdown_html_and_json_with_plots(tmp_path, html_outline):
     run = make_run(tmp_path, clients=5)
     report = audit(run)
     md, *pngs = render(report, "md", run / "report.md")
@@ -205,10 +193,9 @@ def test_reports_render_as_markdown_html_and_json_with_plots(tmp_path):
                                       "report-epsilon-by-client.png"}
     assert all(p.stat().st_size > 5000 for p in pngs)
     page = render(report, "html", run / "report.html")[0].read_text()
-    parser = _Parser()
-    parser.feed(page)
-    assert {"html", "h1", "table", "img"} <= set(parser.tags)
-    assert all(src.startswith("data:image/png;base64,") for src in parser.images)
+    tags, images = html_outline(page)
+    assert {"html", "h1", "table", "img"} <= set(tags)
+    assert all(src.startswith("data:image/png;base64,") for src in images)
     data = json.loads(render(report, "json", run / "report.json")[0].read_text())
     assert data["verdict"] == "pass" and data["spent"]["clients_released"] == 5
 

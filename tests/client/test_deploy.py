@@ -9,7 +9,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedrec.cli.main import main
 from fedrec.client.deploy import make_node_key, public_key_path, supernode_command
 from fedrec.common.errors import ConfigError
 
@@ -113,32 +112,26 @@ def test_the_store_reaches_node_config_as_flower_parses_it(node, name):
 
 # --- the CLI ------------------------------------------------------------------------------
 
-def fedrec(capsys, *argv):
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(argv))
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
 
 
-def test_cli_keygen_prints_the_public_key_and_keeps_an_existing_key(tmp_path, capsys):
-    code, out, err = fedrec(capsys, "client", "keygen", "--out", str(tmp_path / "node.key"))
+def test_cli_keygen_prints_the_public_key_and_keeps_an_existing_key(tmp_path, fedrec_cli):
+    code, out, err = fedrec_cli("client", "keygen", "--out", str(tmp_path / "node.key"))
     assert code == 0 and out.strip() == (tmp_path / "node.key.pub").read_text().strip()
     assert "fedrec server register-node node.key.pub" in err
-    code, _, err = fedrec(capsys, "client", "keygen", "--out", str(tmp_path / "node.key"))
+    code, _, err = fedrec_cli("client", "keygen", "--out", str(tmp_path / "node.key"))
     assert code == 2 and "node.key: exists; pass --force" in err
-    code, out2, _ = fedrec(capsys, "client", "keygen", "--out", str(tmp_path / "node.key"), "--force")
+    code, out2, _ = fedrec_cli("client", "keygen", "--out", str(tmp_path / "node.key"), "--force")
     assert code == 0 and out2 != out
 
 
-def test_cli_start_dry_run_and_refusals(node, capsys):
-    code, out, _ = fedrec(capsys, "client", "start", "--server", "127.0.0.1:8000", "--store",
+def test_cli_start_dry_run_and_refusals(node, fedrec_cli):
+    code, out, _ = fedrec_cli("client", "start", "--server", "127.0.0.1:8000", "--store",
                           str(node / "store.sqlite"), "--root-certificates", str(node / "ca.pem"),
                           "--key", str(node / "node.key"), "--dry-run")
     assert code == 0 and "--auth-supernode-private-key" in out and f"'store='\"'\"'{node}" in out
-    code, _, err = fedrec(capsys, "client", "start", "--server", "127.0.0.1:8000", "--store",
+    code, _, err = fedrec_cli("client", "start", "--server", "127.0.0.1:8000", "--store",
                           str(node / "store.sqlite"))
     assert code == 2 and "fedrec client keygen" in err
-    code, _, err = fedrec(capsys, "client", "start", "--server", "127.0.0.1:8000", "--store",
+    code, _, err = fedrec_cli("client", "start", "--server", "127.0.0.1:8000", "--store",
                           str(node / "no" / "store.sqlite"), "--insecure")
     assert code == 2 and "its directory does not exist" in err

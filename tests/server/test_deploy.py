@@ -22,7 +22,6 @@ from cryptography.x509.verification import PolicyBuilder, Store
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fedrec.cli.main import main
 from fedrec.client.deploy import make_node_key, public_key_path, supernode_command
 from fedrec.common.deploy import flower_executable, process_env
 from fedrec.common.errors import ConfigError
@@ -219,35 +218,29 @@ def test_register_node_without_a_superlink_fails_with_the_reason(tmp_path):
 
 # --- the CLI ------------------------------------------------------------------------------
 
-def fedrec(capsys, *argv):
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(argv))
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
 
 
-def test_cli_start_refuses_without_certificates_and_says_how_to_make_them(capsys):
-    code, _, err = fedrec(capsys, "server", "start")
+def test_cli_start_refuses_without_certificates_and_says_how_to_make_them(fedrec_cli):
+    code, _, err = fedrec_cli("server", "start")
     assert code == 2 and "fedrec server certs --out DIR --host" in err and "--insecure" in err
 
 
-def test_cli_certs_then_start_dry_run(tmp_path, capsys):
-    code, out, _ = fedrec(capsys, "server", "certs", "--out", str(tmp_path), "--host", "example.org")
+def test_cli_certs_then_start_dry_run(tmp_path, fedrec_cli):
+    code, out, _ = fedrec_cli("server", "certs", "--out", str(tmp_path), "--host", "example.org")
     assert code == 0 and str(tmp_path / "ca.pem") in out
-    code, _, err = fedrec(capsys, "server", "certs", "--out", str(tmp_path), "--host", "example.org")
+    code, _, err = fedrec_cli("server", "certs", "--out", str(tmp_path), "--host", "example.org")
     assert code == 2 and "ca.pem: exists; pass --force" in err
-    code, out, _ = fedrec(capsys, "server", "start", "--certs", str(tmp_path), "--port", "8443",
+    code, out, _ = fedrec_cli("server", "start", "--certs", str(tmp_path), "--port", "8443",
                           "--dry-run")
     assert code == 0
     assert "--enable-supernode-auth" in out and f"--ssl-certfile {tmp_path / 'server.pem'}" in out
-    code, _, err = fedrec(capsys, "server", "start", "--certs", str(tmp_path / "nope"))
+    code, _, err = fedrec_cli("server", "start", "--certs", str(tmp_path / "nope"))
     assert code == 2 and "nope/ca.pem: missing" in err
 
 
-def test_cli_register_node_refuses_a_private_key(tmp_path, capsys):
+def test_cli_register_node_refuses_a_private_key(tmp_path, fedrec_cli):
     make_node_key(tmp_path / "node")
-    code, _, err = fedrec(capsys, "server", "register-node", str(tmp_path / "node"),
+    code, _, err = fedrec_cli("server", "register-node", str(tmp_path / "node"),
                           "--flwr-home", str(tmp_path))
     assert code == 2 and "register its .pub" in err
 
