@@ -42,7 +42,6 @@ def plan(
         ENGINE_KEY,
         RUN_DIR_KEY,
         SERVER_HOOKS_KEY,
-        RunPlan,
         app_description,
     )
     from fedrec.simulation.run import build_plan
@@ -53,20 +52,13 @@ def plan(
     cfg.validate()
     if simulation == (clients is not None):
         raise ConfigError("give either --clients N (a deployment of N devices) or --simulation")
-    prepared = prepare(cfg, progress=False)
     run_config = {RUN_DIR_KEY: str(run_dir.resolve())}
-    if simulation:
-        the_plan = build_plan(cfg, prepared)
-        if cfg.engine() != "ray":
-            cfg.federation.engine = "ray"  # `flwr run` delivers one message per client
-            the_plan = build_plan(cfg, prepared)
+    if simulation:  # `flwr run` delivers one message per client: Flower's engine
+        cfg = replace(cfg, federation=replace(cfg.federation, engine="ray"))
         run_config.update({DEVICES_KEY: "fedrec.simulation.devices:open_device",
                            SERVER_HOOKS_KEY: "fedrec.simulation.run:server_hooks",
                            ENGINE_KEY: "ray"})
-    else:
-        shapes = build_plan(cfg, prepared)  # the model's shapes at the catalog's width
-        the_plan = RunPlan.build(cfg, clients, shapes.model.input_dim,
-                                 dict(zip(shapes.keys, shapes.shapes)))
+    the_plan = build_plan(cfg, prepare(cfg, progress=False), clients)
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_text(out / "pyproject.toml", app_description())
     atomic.write_text(out / "run.toml", tomli_w.dumps(the_plan.to_run_config(**run_config)))

@@ -41,13 +41,17 @@ from fedrec.simulation import engine
 from fedrec.simulation.devices import CLIENTS_DIR, DataSpec, VirtualDevice, store_path
 
 
-def build_plan(cfg: config.RunConfig, prepared: Prepared) -> RunPlan:
-    """The plan of a simulation of `cfg`: one client per user of the prepared data set."""
+def build_plan(cfg: config.RunConfig, prepared: Prepared, clients: int | None = None) -> RunPlan:
+    """The plan of `cfg` over the prepared data set's catalog: a simulation (one client per
+    user, profiles generalized to the levels the population allows), or with `clients` a
+    deployment of that many devices (which hold no profiles: the default levels)."""
     from fedrec.common.model import FedRecModel
 
     width = int(prepared.item_embeddings.shape[1])
     template = FedRecModel(replace(cfg.fedrec, input_dim=width), num_users=1)
     shapes = {k: tuple(v.shape) for k, v in template.shared_state().items()}
+    if clients is not None:
+        return RunPlan.build(cfg, clients, width, shapes)
     levels = cfg.anonymization.resolve(prepared.dataset.profiles)
     return RunPlan.build(cfg, prepared.split.num_users, width, shapes, levels)
 
