@@ -27,9 +27,10 @@ def fetch(
     if name != "ml-100k":
         raise FedrecError(f"unknown data set '{name}' to fetch; expected 'ml-100k'")
     from fedrec.common.data import movielens
+    from fedrec.common.text import printable
 
     path = movielens.fetch(force=force, source=source)
-    typer.echo(f"ml-100k ready in {path}")
+    typer.echo(f"ml-100k ready in {printable(path)}")
 
 
 @app.command("synth")
@@ -57,9 +58,11 @@ def synth(
 
 @app.command("info")
 def info(dataset: Dataset = "synthetic") -> None:
-    """Print counts and density of a data set."""
+    """Print counts and density of a data set, its reconsumption rule, and how many duplicate
+    interactions loading dropped and item texts it truncated (docs/data.md, "Rules")."""
     from fedrec.common.data.registry import load_dataset
 
+    # JSON escapes every control character (and, ASCII-only, every bidi override) in names
     typer.echo(json.dumps(load_dataset(dataset).summary(), indent=2))
 
 
@@ -76,20 +79,22 @@ def privacy_report(
     from fedrec.common import anonymity, atomic
     from fedrec.common.data.registry import load_dataset
     from fedrec.common.errors import FedrecError
+    from fedrec.common.text import printable
 
     data = load_dataset(dataset)
     if data.profiles is None or data.profiles.empty:
-        raise FedrecError(f"data set '{dataset}' has no user profiles to report on")
+        raise FedrecError(f"data set '{printable(dataset)}' has no user profiles to report on")
     result = {"dataset": dataset, **anonymity.report(data.profiles, k)}
-    typer.echo(f"{dataset}: {len(data.profiles)} users; dropped as direct identifiers: "
-               f"{', '.join(['user id', *result['direct_identifiers']])}; other fields dropped: "
-               f"{', '.join(result['dropped']) or 'none'}")
+    identifiers = ", ".join(printable(c) for c in ["user id", *result["direct_identifiers"]])
+    others = ", ".join(printable(c) for c in result["dropped"]) or "none"
+    typer.echo(f"{printable(dataset)}: {len(data.profiles)} users; dropped as direct identifiers:"
+               f" {identifiers}; other fields dropped: {others}")
     columns = ["users", "unique", "below_5", "classes", "k", "l_diversity", "generalization"]
     typer.echo(format_table(result["rows"], columns, first="name"))
     if out is not None:
         atomic.write_text(out, json.dumps(result, indent=2))
         _plot_class_sizes(data.profiles, result, out.with_suffix(".png"))
-        typer.echo(f"wrote {out} and {out.with_suffix('.png')}")
+        typer.echo(f"wrote {printable(out)} and {printable(out.with_suffix('.png'))}")
 
 
 def _plot_class_sizes(profiles, result: dict, path: Path) -> None:

@@ -1,6 +1,10 @@
 """The one evaluation split: leave-one-out by time, plus a held-out cold-item set.
 
 Protocol (docs/evaluation.md):
+0. Repeated interactions follow the data set's rule (docs/data.md): an exact duplicate (same
+   user, item and timestamp) is dropped, and so is every consumption of an item after the user's
+   first one unless `dataset.reconsumption` is "keep". So without "keep" no user's validation or
+   test item is one of its training items, and the two are different items.
 1. A seeded `cold_fraction` of the items that have interactions become *cold*: every interaction
    with them is held out of training (they are scored from their text alone).
 2. On the remaining (warm) interactions, each user's interactions are sorted by timestamp with a
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from fedrec.common.data.clean import repeated_rows
 from fedrec.common.data.dataset import Dataset
 
 NO_ITEM = -1
@@ -82,8 +87,11 @@ def leave_one_out(dataset: Dataset, cold_fraction: float = 0.1, seed: int = 0) -
     n_users, n_items = dataset.num_users, dataset.num_items
     users = np.asarray(dataset.users, np.int64)
     items = np.asarray(dataset.items, np.int64)
+    timestamps = np.asarray(dataset.timestamps)
+    exact, later = repeated_rows(users, items, timestamps)
+    kept = np.flatnonzero(~exact if dataset.allows_reconsumption else ~(exact | later))
     # Stable chronological order per user: sort by (user, timestamp), ties keep file order.
-    order = np.lexsort((np.arange(len(users)), dataset.timestamps, users))
+    order = kept[np.lexsort((kept, timestamps[kept], users[kept]))]
     users, items = users[order], items[order]
 
     active = np.flatnonzero(np.bincount(items, minlength=n_items) > 0)

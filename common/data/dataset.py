@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fedrec.common.data.clean import Cleaning, check_reconsumption
+from fedrec.common.text import printable
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -23,6 +26,9 @@ class Dataset:
     Shapes: `item_ids`, `item_texts`, `item_titles`: (n_items,); `user_ids`: (n_users,);
     `users`, `items`, `timestamps` (int64 seconds) and `ratings` (float32, or None): (n_interactions,).
     `profiles`: one row per user index (row i describes `user_ids[i]`), or None.
+    `reconsumption`: the data set's rule for a user-item pair consumed more than once: "first"
+    (only the first consumption counts; the split drops the others) or "keep" (re-consumptions
+    are interactions, and may be held-out targets). `cleaning`: what loading dropped or cut.
     """
 
     name: str
@@ -35,6 +41,8 @@ class Dataset:
     ratings: np.ndarray | None = None
     profiles: pd.DataFrame | None = None
     item_titles: list[str] = field(default_factory=list)
+    reconsumption: str = "first"
+    cleaning: Cleaning = field(default_factory=Cleaning)
 
     def __post_init__(self) -> None:
         n = len(self.users)
@@ -48,6 +56,12 @@ class Dataset:
             object.__setattr__(self, "item_titles", list(self.item_texts))
         if self.profiles is not None and len(self.profiles) != len(self.user_ids):
             raise ValueError("profiles must have one row per user")
+        check_reconsumption(self.reconsumption)
+
+    @property
+    def allows_reconsumption(self) -> bool:
+        """Whether a user's held-out item may be one of its training items (a re-consumption)."""
+        return self.reconsumption == "keep"
 
     @property
     def num_users(self) -> int:
@@ -67,7 +81,9 @@ class Dataset:
         if len(hits) == 0:
             from fedrec.common.errors import FedrecError
 
-            raise FedrecError(f"user '{user_id}' is not in data set '{self.name}'")
+            raise FedrecError(
+                f"user '{printable(user_id)}' is not in data set '{printable(self.name)}'"
+            )
         return int(hits[0])
 
     def summary(self) -> dict:
@@ -82,4 +98,9 @@ class Dataset:
             "interactions_per_user_median": float(np.median(per_user)) if len(per_user) else 0.0,
             "items_without_interactions": int((per_item == 0).sum()),
             "profile_fields": [] if self.profiles is None else list(self.profiles.columns),
+            "reconsumption": self.reconsumption,
+            "dropped_exact_duplicates": self.cleaning.exact_duplicates,
+            "dropped_reconsumptions": self.cleaning.reconsumptions,
+            "truncated_texts": self.cleaning.truncated_texts,
+            "truncated_titles": self.cleaning.truncated_titles,
         }

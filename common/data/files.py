@@ -6,12 +6,17 @@ A data-set directory holds:
   or an ISO 8601 date/time (UTC unless it names a zone). `rating`: a number.
 - `items.csv`: columns `item,text[,title]`; the catalog, in this order (item index = row).
 - `users.csv` (optional): column `user` plus any profile columns.
-- `meta.json`: written last by `save_dir` (name, counts, sha256 of each file), so a directory
-  whose files do not match it was modified or half-written. User data needs no meta.json.
+- `meta.json`: written last by `save_dir` (name, counts, sha256 of each file, the
+  `reconsumption` rule), so a directory whose files do not match it was modified or
+  half-written. User data needs no meta.json; one written by hand may hold settings only
+  (`{"reconsumption": "keep"}`), and without `sha256` no file is checked.
 
 Extra columns are ignored. Ids are strings with surrounding whitespace removed. User index =
-order of first appearance in the interactions. Every problem raises `DataError` naming the file,
-the 1-based line (the header is line 1) and the column.
+order of first appearance in the interactions. The content rules of `clean` apply: unsafe ids
+are refused; exact duplicate interactions, and re-consumptions unless `reconsumption` is "keep",
+are dropped; item texts and titles are cut to `clean.MAX_TEXT_CHARS` (the `Dataset`'s `cleaning`
+counts both). Every problem raises `DataError` naming the file, the 1-based line (the header is
+line 1) and the column; values from the files are shown with control characters escaped.
 """
 
 from __future__ import annotations
@@ -22,15 +27,17 @@ import importlib.util
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from fedrec.common.atomic import atomic_path, write_text
+from fedrec.common.data import clean
 from fedrec.common.data.dataset import Dataset
 from fedrec.common.errors import DataError, DatasetNotFound
+from fedrec.common.text import printable
 
 INTERACTIONS_CSV, INTERACTIONS_PARQUET = "interactions.csv", "interactions.parquet"
 ITEMS_CSV, USERS_CSV, META_JSON = "items.csv", "users.csv", "meta.json"
@@ -73,44 +80,42 @@ def load_dir(path: str | Path, name: str | None = None) -> Dataset:
     if not path.is_dir():
         raise DatasetNotFound(f"no data-set directory at {path}")
     meta = _check_meta(path)
+    reconsumption = _reconsumption(meta, path / META_JSON)
     interactions = _interactions_file(path)
     inter = _read(interactions, ("user", "item", "timestamp"), ("rating",), fast=True)
-    items = _read(path / ITEMS_CSV, ("item", "text"), ("title",))
-    item_ids = items.require_values("item")
-    _check_unique(items, item_ids, "item")
-    texts = items.require_values("text")
-    titles = items.text("title").where(lambda t: t != "", texts) if "title" in items.frame else []
-    user_values = inter.require_values("user")
-    item_values = inter.require_values("item")
-    codes, distinct = pd.factorize(item_values)  # few distinct ids: look those up only
-    item_index = pd.Index(item_ids).get_indexer(distinct)[codes]
-    unknown = np.flatnonzero(item_index < 0)
-    if len(unknown):
-        row = int(unknown[0])
-        raise inter.error(row, "item", f"item '{item_values.iloc[row]}' is not in {ITEMS_CSV}")
-    timestamps = _timestamps(inter)
+    item_ids, texts, titles, cut = _catalog(_read(path / ITEMS_CSV, ("item", "text"), ("title",)))
+    users, user_ids, items, timestamps = _interactions(inter, item_ids)
     ratings = _ratings(inter) if "rating" in inter.frame else None
-    users, user_ids = pd.factorize(user_values)
     profiles = None
     if (path / USERS_CSV).exists():
         profiles = _profiles(path / USERS_CSV, user_ids, users, inter, meta)
+    keep, dropped = clean.rows_to_keep(users, items, timestamps, reconsumption)
+    if not keep.all():  # user indices stay in order of first appearance in the file
+        users, items, timestamps = users[keep], items[keep], timestamps[keep]
+        ratings = None if ratings is None else ratings[keep]
     return Dataset(
         name=name or meta.get("name") or path.resolve().name,
         item_ids=np.array(item_ids.tolist(), dtype=str),
-        item_texts=texts.tolist(),
+        item_texts=texts,
         user_ids=np.array(list(user_ids), dtype=str),
-        users=users.astype(np.int64),
-        items=item_index.astype(np.int64),
+        users=users,
+        items=items,
         timestamps=timestamps,
         ratings=ratings,
         profiles=profiles,
-        item_titles=list(titles),
+        item_titles=titles,
+        reconsumption=reconsumption,
+        cleaning=replace(dropped, truncated_texts=cut[0], truncated_titles=cut[1]),
     )
 
 
 def save_dir(dataset: Dataset, path: str | Path, extra_meta: dict | None = None) -> Path:
     """Write `dataset` to directory `path`: each file atomically, meta.json last."""
     path = Path(path)
+    for kind, ids in (("item", dataset.item_ids), ("user", dataset.user_ids)):
+        bad = clean.first_bad_id(ids.astype(str))
+        if bad is not None:
+            raise DataError(path, f"cannot save {kind} {bad[0] + 1} of '{dataset.name}': {bad[1]}")
     path.mkdir(parents=True, exist_ok=True)
     (path / META_JSON).unlink(missing_ok=True)  # from here until the end the set is incomplete
     (path / INTERACTIONS_PARQUET).unlink(missing_ok=True)
@@ -148,6 +153,7 @@ def save_dir(dataset: Dataset, path: str | Path, extra_meta: dict | None = None)
         "num_interactions": dataset.num_interactions,
         "sha256": hashes,
         "profile_dtypes": profile_dtypes,
+        "reconsumption": dataset.reconsumption,
         **(extra_meta or {}),
     }
     write_text(path / META_JSON, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
@@ -161,10 +167,12 @@ def _check_meta(path: Path) -> dict:
         return {}
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        hashes = dict(meta["sha256"])
-    except (ValueError, KeyError, TypeError) as exc:
+        if not isinstance(meta, dict):
+            raise TypeError(f"a JSON object is expected, not {type(meta).__name__}")
+        hashes = dict(meta.get("sha256", {}))  # a hand-written meta.json may hold settings only
+    except (ValueError, TypeError) as exc:
         raise DataError(
-            meta_path, f"not a fedrec meta.json ({exc}); delete it to load the files"
+            meta_path, f"not a fedrec meta.json ({printable(exc)}); delete it to load the files"
         ) from None
     for file_name, expected in hashes.items():
         file_path = path / file_name
@@ -184,6 +192,61 @@ def _interactions_file(path: Path) -> Path:
     if csv_path.exists() or parquet_path.exists():
         return csv_path if csv_path.exists() else parquet_path
     raise DataError(path, f"no {INTERACTIONS_CSV} or {INTERACTIONS_PARQUET} in this directory")
+
+
+def _reconsumption(meta: dict, meta_path: Path) -> str:
+    """The data set's rule for repeated user-item pairs: meta.json's `reconsumption`, or "first"."""
+    value = meta.get("reconsumption", "first")
+    if value not in clean.RECONSUMPTION:
+        raise DataError(
+            meta_path,
+            f"reconsumption {json.dumps(value)}: expected \"first\" (only a user's first"
+            " consumption of an item counts) or \"keep\" (re-consumptions are interactions)",
+        )
+    return value
+
+
+def _catalog(items: _Table) -> tuple[pd.Series, list[str], list[str], tuple[int, int]]:
+    """items.csv's ids, texts and titles (a missing title is the text), both cut to
+    `clean.MAX_TEXT_CHARS`, and how many texts and titles were cut."""
+    item_ids = items.require_values("item")
+    _check_ids(items, "item", *pd.factorize(item_ids))
+    _check_unique(items, item_ids, "item")
+    texts, cut_texts = clean.cap_texts(items.require_values("text"))
+    if "title" not in items.frame:
+        return item_ids, texts, [], (cut_texts, 0)
+    given = items.text("title")
+    titles, cut_titles = clean.cap_texts(given.where(given != "", pd.Series(texts, given.index)))
+    return item_ids, texts, titles, (cut_texts, cut_titles)
+
+
+def _interactions(
+    inter: _Table, item_ids: pd.Series
+) -> tuple[np.ndarray, pd.Index, np.ndarray, np.ndarray]:
+    """`users` (n,) int64 indices into `user_ids` (distinct ids, in order of first appearance),
+    `items` (n,) int64 indices into `item_ids`, `timestamps` (n,) int64 seconds."""
+    user_values = inter.require_values("user")
+    item_values = inter.require_values("item")
+    codes, distinct = pd.factorize(item_values)  # few distinct ids: look those up only
+    item_index = pd.Index(item_ids).get_indexer(distinct)[codes]
+    unknown = np.flatnonzero(item_index < 0)
+    if len(unknown):
+        row = int(unknown[0])
+        value = printable(item_values.iloc[row])
+        raise inter.error(row, "item", f"item '{value}' is not in {ITEMS_CSV}")
+    timestamps = _timestamps(inter)
+    users, user_ids = pd.factorize(user_values)
+    _check_ids(inter, "user", users, user_ids)
+    return users.astype(np.int64), user_ids, item_index.astype(np.int64), timestamps
+
+
+def _check_ids(table: _Table, column: str, codes: np.ndarray, distinct) -> None:
+    """`DataError` at the first row whose id `clean.id_problem` refuses. `distinct`: the ids in
+    order of first appearance; `codes`: (rows,) each row's position in `distinct`."""
+    bad = clean.first_bad_id(distinct)
+    if bad is not None:
+        position, problem = bad
+        raise table.error(int(np.flatnonzero(codes == position)[0]), column, problem)
 
 
 def _read(
@@ -237,7 +300,7 @@ def _read_csv(path: Path, fast: bool = False) -> _Table:
     except (pd.errors.ParserError, ValueError, OverflowError, csv.Error) as exc:
         found = re.search(r"line (\d+)", str(exc))
         line = int(found.group(1)) if found else None
-        raise DataError(path, f"not valid CSV: {str(exc).strip()}", line=line) from None
+        raise DataError(path, f"not valid CSV: {printable(str(exc).strip())}", line=line) from None
     table = _Table(path, frame, lambda row: _csv_line(path, row))
     if not isinstance(frame.index, pd.RangeIndex):  # pandas took the extra first field as index
         raise table.error(0, None, f"the row has more fields than the header ({frame.shape[1]})")
@@ -308,7 +371,7 @@ def _check_unique(table: _Table, ids: pd.Series, column: str) -> None:
         raise table.error(
             second,
             column,
-            f"duplicate {column} id '{ids.iloc[second]}' (lines {table.line_of(first)}"
+            f"duplicate {column} id '{printable(ids.iloc[second])}' (lines {table.line_of(first)}"
             f" and {table.line_of(second)})",
         )
 
@@ -331,10 +394,11 @@ def _timestamps(table: _Table) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(values) | (np.abs(values) >= _MAX_ABS_TIMESTAMP))
     if len(bad):
         row = int(bad[0])
+        value = printable(table.frame["timestamp"].iloc[row])
         raise table.error(
             row,
             "timestamp",
-            f"'{table.frame['timestamp'].iloc[row]}' is not a timestamp: expected unix seconds"
+            f"'{value}' is not a timestamp: expected unix seconds"
             " (a number) or an ISO 8601 date/time such as 2021-03-04T05:06:07",
         )
     if pd.api.types.is_integer_dtype(series):  # exact, also beyond 2**53
@@ -372,7 +436,7 @@ def _ratings(table: _Table) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(values))
     if len(bad):
         row = int(bad[0])
-        value = table.frame["rating"].iloc[row]
+        value = printable(table.frame["rating"].iloc[row])
         raise table.error(row, "rating", f"'{value}' is not a number (ratings must be numeric)")
     return values.astype(np.float32)
 
@@ -383,6 +447,7 @@ def _profiles(
     """users.csv rows in user-index order (users without interactions are dropped)."""
     table = _read(path, ("user",), ())
     ids = table.require_values("user")
+    _check_ids(table, "user", *pd.factorize(ids))
     _check_unique(table, ids, "user")
     position = pd.Index(ids).get_indexer(user_ids)
     missing = np.flatnonzero(position < 0)
@@ -395,7 +460,8 @@ def _profiles(
             try:
                 frame[column] = frame[column].astype(dtype)
             except (ValueError, TypeError) as exc:
-                raise DataError(path, f"cannot read as {dtype}: {exc}", column=column) from None
+                message = f"cannot read as {dtype}: {printable(exc)}"
+                raise DataError(path, message, column=column) from None
     return frame
 
 

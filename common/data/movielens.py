@@ -31,6 +31,7 @@ from fedrec.common.data import files
 from fedrec.common.data.dataset import Dataset
 from fedrec.common.errors import DatasetNotFound, FedrecError
 from fedrec.common.paths import datasets_dir
+from fedrec.common.text import printable
 
 NAME = "ml-100k"
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
@@ -270,4 +271,4 @@ def _check_counts(dataset: Dataset, origin: str) -> None:
 
 
 def _progress(message: str) -> None:
-    print(f"fedrec: {message}", file=sys.stderr, flush=True)
+    print(f"fedrec: {printable(message)}", file=sys.stderr, flush=True)
