@@ -23,7 +23,7 @@ import numpy as np
 from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
 
-from fedrec.client.budget import PrivacyAccount, digest
+from fedrec.client.budget import Charge, PrivacyAccount, digest
 from fedrec.client.device import Device, open_device
 from fedrec.common import privacy, wire
 from fedrec.common.config import FederationConfig
@@ -81,7 +81,8 @@ class FedRecClient(NumPyClient):
         self.device.received_head(round_, parameters, plan)
         keep_from = int(config["checkpoint_round"])
         if plan.privacy.mode == "record":
-            shared, weight, metrics = self._fit_record(parameters, round_, keep_from)
+            shared, weight, metrics = self._fit_record(parameters, round_, keep_from,
+                                                       str(config.get("run", "")))
         else:
             shared, weight, metrics = self._fit_plain(parameters, round_, seed, keep_from)
         if plan.federation.secagg:
@@ -126,32 +127,37 @@ class FedRecClient(NumPyClient):
             device.store.personal.save(round_, personal, keep_from=keep_from)
         return shared, num_examples, metrics
 
-    def _fit_record(self, parameters, round_: int, keep_from: int):
+    def _fit_record(self, parameters, round_: int, keep_from: int, run: str):
         """Record-level DP-SGD with this device's own accountant and budget (see
-        `fedrec.client.budget` for the order of charge, training and ledger line)."""
+        `fedrec.client.budget` for the order of charge, ledger line and training). `run`: the
+        server's name for this federation run, so a resumed run's redone rounds replay."""
         from fedrec.client import dp
 
         plan, p, store = self.plan, self.plan.privacy, self.device.store
         user_data = self.device.user_data()
         account = PrivacyAccount(store, p.delta, p.accountant, budget=p.epsilon)
-        self._log_last_charge(account)  # a charge from a crashed attempt is logged first
+        self._log_last_charge(account)  # a charge of an older fedrec, logged after training
         personal = store.personal.load(before_round=round_)
         mechanism = dp.plan(user_data, plan.config.train, p, plan.federation.local_epochs)
         # a replay must see exactly the same inputs, else the same noise would cover new data
         inputs = digest([*parameters, user_data.train_items, *(personal or {}).values(),
                          np.array([mechanism.sample_rate, mechanism.steps, p.window,
                                    p.negatives, p.max_grad_norm])])
-        charge = account.find(round_, inputs)
+        charge = account.find(round_, inputs, run)
         if charge is None:
             if mechanism.records == 0:
                 return parameters, 0, {}  # nothing to learn from: nothing released
+            if account.released(round_, run):
+                # this round was released before from other inputs (a server that redid it
+                # differently): a second release would spend the budget twice for one round
+                return parameters, 0, {"declined": 1}
             sigma = account.noise_multiplier or p.noise_multiplier or privacy.noise_for_epsilon(
                 p.epsilon, p.delta, mechanism.sample_rate,
                 p.planned_rounds * mechanism.steps, p.accountant)
             if account.would_spend(sigma, mechanism.sample_rate, mechanism.steps) > account.budget:
                 return parameters, 0, {"declined": 1}
             charge = account.charge(round_, inputs, sigma, mechanism.sample_rate,
-                                    mechanism.steps)
+                                    mechanism.steps, run, self._ledger_line, keep_from)
         shared, personal, history = dp.fit_private(
             plan.model, plan.config.train, p, self.device.catalog(), parameters, personal,
             user_data, plan.federation.local_epochs, charge.noise_multiplier, charge.seed,
@@ -159,19 +165,26 @@ class FedRecClient(NumPyClient):
         expected = [(charge.noise_multiplier, charge.sample_rate, charge.steps)]
         if privacy.merge(history) != expected:  # never release more than was charged
             raise RuntimeError(f"DP-SGD took {history}, but {expected} was charged")
-        self._log_last_charge(account)
         store.personal.save(round_, personal, keep_from=keep_from)
         return shared, 1, {}
 
+    def _ledger_line(self, charge) -> dict:
+        """The device's ledger line of `charge` (`fedrec.common.privacy.Release`)."""
+        p = self.plan.privacy
+        return asdict(privacy.Release(
+            "record", self.device.store.pseudonym(), charge.round, charge.noise_multiplier,
+            charge.sample_rate, charge.steps, p.max_grad_norm, p.delta, p.accountant,
+            charge.epsilon))
+
     def _log_last_charge(self, account: PrivacyAccount) -> None:
-        """Write the device's ledger line of the account's last charge, if not written yet."""
+        """Write the ledger line of a charge made without one (a store written by a fedrec
+        that logged after training, and crashed in between)."""
         if account.logged:
             return
-        p, last, store = self.plan.privacy, account.last, self.device.store
-        store.append_release(asdict(privacy.Release(
-            "record", store.pseudonym(), last["round"], last["noise_multiplier"],
-            last["sample_rate"], last["steps"], p.max_grad_norm, p.delta, p.accountant,
-            last["epsilon"])))
+        last = account.last
+        self.device.store.append_release(self._ledger_line(
+            Charge(last["round"], last["noise_multiplier"], last["sample_rate"], last["steps"],
+                   last["epsilon"], 0, replay=True)))
         account.mark_logged()
 
     def evaluate(self, parameters, config):

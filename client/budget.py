@@ -1,16 +1,19 @@
 """The device's record-level privacy account: its mechanism history, its noise multiplier and
-the last charged release, kept in the device's store (`DeviceStore.read_account` /
-`write_account`, one transaction per write).
+every charged release it may still have to repeat, kept in the device's store
+(`DeviceStore.read_account` / `write_account`, one transaction per write).
 
 Protocol of one release (crash-safe, see `PrivacyAccount.charge`):
 1. `would_spend` — ε after this round's planned steps; over budget -> the client declines;
-2. `charge` — append the steps and a fresh *secret* noise seed for (round, global-model digest),
-   persisted before training output can leave the device;
-3. train with that seed, write the ledger line, reply.
-A crash after 2 and a retry of the same round with the same global model *replays* the charged
-release (same seed, so the same update) instead of spending again; a retry with a different
-global model is a new release and is charged again. The history is append-only: a resumed
-federation never rolls a charge back.
+2. `charge` — append the steps, a fresh *secret* noise seed for (run, round, inputs digest) and
+   the device's ledger line, in one transaction, before training output can leave the device;
+3. train with that seed and reply.
+A release is charged at most once per (run, round). A retry of a charged round — a client that
+crashed, or a federation resumed from an earlier checkpoint that redoes the rounds after it —
+with the same inputs *replays* the charged release (same seed, so the same update) and spends
+nothing; with different inputs the device declines (a second, different release for one round
+would spend its budget twice). The history is append-only: a resumed federation never rolls a
+charge back. Seeds are kept only while a server may still redo their round (rounds after the
+run's last checkpoint), then deleted: with a seed, the noise could be regenerated.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ def digest(arrays: list[np.ndarray]) -> str:
     return h.hexdigest()[:32]
 
 
+def _key(run: str, round_: int) -> str:
+    return f"{run}/{int(round_)}"
+
+
 @dataclass(frozen=True)
 class Charge:
     """A charged release: its round, the ε after it, and the secret seed it trains with."""
@@ -47,7 +54,8 @@ class Charge:
 
 class PrivacyAccount:
     """Record-level accountant of one device, persisted in `store` (a
-    `fedrec.client.store.DeviceStore`, or anything with its `read_account`/`write_account`).
+    `fedrec.client.store.DeviceStore`: `read_account`, `write_account`, `append_release` and
+    `transaction`).
     `budget`: the ε (record level, at `delta`) the device enforces, kept with the account so
     an auditor or the user can check the spend against it. A budget can only go down: the
     smaller of the recorded one and `budget` holds (None keeps the recorded one)."""
@@ -63,6 +71,11 @@ class PrivacyAccount:
         self.noise_multiplier: float | None = state.get("noise_multiplier")
         self.history: list[list] = state.get("history", [])  # [σ, q, steps, round]
         self.last: dict | None = state.get("last")
+        # "run/round" -> the charge's digest, seed (while it may be replayed), σ, q, steps, ε
+        self.charges: dict[str, dict] = state.get("charges", {})
+        if self.last is not None:  # one object: marking it logged marks its entry too
+            self.last = self.charges.setdefault(
+                _key(self.last.get("run", ""), self.last["round"]), self.last)
 
     @property
     def epsilon(self) -> float:
@@ -75,27 +88,50 @@ class PrivacyAccount:
         return privacy.epsilon([tuple(h[:3]) for h in self.history] + extra, self.delta,
                                self.accountant)
 
-    def find(self, round_: int, model_digest: str) -> Charge | None:
-        """The charge of an earlier attempt at this exact release, if any."""
-        last = self.last
-        if last and last["round"] == round_ and last["digest"] == model_digest:
+    def find(self, round_: int, inputs: str, run: str = "") -> Charge | None:
+        """The charge of an earlier attempt at this exact release (same run, round and inputs
+        digest), to replay, if any."""
+        last = self.charges.get(_key(run, round_))
+        if last and last["digest"] == inputs and last.get("seed") is not None:
             return Charge(round_, last["noise_multiplier"], last["sample_rate"], last["steps"],
                           last["epsilon"], last["seed"], replay=True)
         return None
 
-    def charge(self, round_: int, model_digest: str, sigma: float, sample_rate: float,
-               steps: int) -> Charge:
-        """Append `steps` steps of (σ, q) for round `round_` and persist them (atomically)
-        before anything is trained, with a fresh secret seed for the noise and sampling."""
+    def released(self, round_: int, run: str = "") -> bool:
+        """Whether this device already released an update in round `round_` of `run` (and so
+        must not release a different one: `find` is the only way to repeat it)."""
+        return _key(run, round_) in self.charges
+
+    def charge(self, round_: int, inputs: str, sigma: float, sample_rate: float, steps: int,
+               run: str = "", line=None, keep_from: int | None = None) -> Charge:
+        """Append `steps` steps of (σ, q) for round `round_` of `run` and persist them, with a
+        fresh secret seed for the noise and sampling, before anything is trained. `line`: a
+        function of the `Charge` giving the device's ledger line (`fedrec.common.privacy.
+        Release`), written in the same transaction. `keep_from`: the server's last checkpoint
+        round; every other seed (earlier rounds, other runs) can no longer be replayed and is
+        dropped."""
+        if self.released(round_, run):
+            raise ValueError(f"round {round_} of run {run!r} is already charged on this device")
         epsilon = self.would_spend(sigma, sample_rate, steps)
         seed = secrets.randbits(62)
+        charge = Charge(round_, sigma, sample_rate, steps, epsilon, seed, replay=False)
         self.noise_multiplier = self.noise_multiplier or sigma
         self.history.append([sigma, sample_rate, steps, round_])
-        self.last = {"round": round_, "digest": model_digest, "noise_multiplier": sigma,
+        self.last = {"run": run, "round": round_, "digest": inputs, "noise_multiplier": sigma,
                      "sample_rate": sample_rate, "steps": steps, "epsilon": epsilon,
-                     "seed": seed, "logged": False}
-        self._save()
-        return Charge(round_, sigma, sample_rate, steps, epsilon, seed, replay=False)
+                     "seed": seed, "logged": line is not None}
+        if keep_from is not None:  # only this run's rounds after its checkpoint can be redone
+            for key, entry in self.charges.items():
+                other, _, done = key.rpartition("/")
+                if other != run or int(done) <= keep_from:
+                    entry["seed"] = None
+        self.charges[_key(run, round_)] = self.last
+        entry = line(charge) if line is not None else None
+        with self.store.transaction():
+            self._save()
+            if entry is not None:
+                self.store.append_release(entry)
+        return charge
 
     def mark_logged(self) -> None:
         """The ledger line of the last charge is written."""
@@ -111,4 +147,4 @@ class PrivacyAccount:
         self.store.write_account({
             "unit": "record", "delta": self.delta, "accountant": self.accountant,
             "epsilon_max": self.budget, "noise_multiplier": self.noise_multiplier,
-            "history": self.history, "last": self.last})
+            "history": self.history, "last": self.last, "charges": self.charges})

@@ -3,7 +3,7 @@ finishes. A simulation and a deployment write the same files.
 
 - `config.toml` (the run's config, to reproduce it), `plan.json` (everything derived from it
   for this population), `wire-schema.json` (what clients may send, to check an egress log
-  against);
+  against), `run-id` (the run's random name, which devices key their charges by);
 - `rounds.jsonl`: one line per round (clients sampled/completed/failed/rejected, loss, time);
 - `metrics.jsonl`: one line per evaluated round (`round` + the central protocol's metric keys,
   in a simulation, + `federated_*` estimates from the clients' own evaluations);
@@ -14,6 +14,7 @@ finishes. A simulation and a deployment write the same files.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from pathlib import Path
 
@@ -21,12 +22,23 @@ import numpy as np
 
 from fedrec.common import atomic, config, privacy
 from fedrec.common.errors import RunDirError
-from fedrec.common.jsonl import read_jsonl, truncate_jsonl
+from fedrec.common.jsonl import dumps, number, read_jsonl, truncate_jsonl
 from fedrec.common.plan import RunPlan
 
 CHECKPOINTS_DIR, WIRE_SCHEMA, ANONYMIZATION = "checkpoints", "wire-schema.json", "anonymization.json"
 PLAN = "plan.json"  # the run plan, as the apps received it
 LEDGER = Path("privacy") / "ledger.jsonl"
+RUN_ID = "run-id"  # a random name of this run, kept across resumes (devices key charges by it)
+
+
+def run_id(run_dir: Path) -> str:
+    """The run's name for its devices: a resumed run is the same run (its redone rounds are
+    replayed, not charged again), a new run in another directory is another. Run directories
+    of an older fedrec get one on their first resume."""
+    path = Path(run_dir) / RUN_ID
+    if not path.exists():
+        atomic.write_text(path, secrets.token_hex(8) + "\n")
+    return path.read_text().strip()
 
 
 def open_run(run_dir: Path, plan: RunPlan, reevaluate: bool = True) -> tuple[int, Path | None]:
@@ -42,13 +54,13 @@ def open_run(run_dir: Path, plan: RunPlan, reevaluate: bool = True) -> tuple[int
         if stored is not None and stored != plan.to_json():
             raise RunDirError(f"{run_dir}: holds a run with another plan (config or number of "
                               "clients); resume it with its own, or choose another run directory")
-        latest = checkpoint.latest(run_dir / CHECKPOINTS_DIR)
-        start = checkpoint.load(latest)[0] if latest else 0
+        start, latest = checkpoint.resume_point(run_dir / CHECKPOINTS_DIR)
         truncate_jsonl(run_dir / "rounds.jsonl", start + 1)
         truncate_jsonl(run_dir / "metrics.jsonl",
                        (start if reevaluate else start + 1) if latest else 0)
         return start, latest
     run_dir.mkdir(parents=True, exist_ok=True)
+    run_id(run_dir)
     config.save(plan.config, run_dir / "config.toml")
     atomic.write_text(run_dir / PLAN, plan.to_json())
     atomic.write_text(run_dir / WIRE_SCHEMA, plan.schema.to_json())
@@ -87,7 +99,7 @@ class Recorder:
 
     def _append(self, name: str, record: dict) -> None:
         with open(self.run_dir / name, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(dumps(record) + "\n")
             fh.flush()
 
 
@@ -127,7 +139,7 @@ def finish(run_dir: Path, seconds: float, engine_name: str = "") -> dict:
         facts = json.loads((run_dir / ANONYMIZATION).read_text())
         final["anonymization"] = {k: facts[k] for k in ("generalization", "k", "k_target")
                                   if k in facts}
-    atomic.write_text(run_dir / "metrics.json", json.dumps(final, indent=2))
+    atomic.write_text(run_dir / "metrics.json", dumps(final, indent=2))
     return final
 
 
@@ -137,8 +149,8 @@ def select_round(evaluated: list[dict]) -> dict:
     ties; the initial model only if nothing else was evaluated. Its checkpoint is
     `checkpoints/round-NNNNNN.safetensors` (every evaluated round is checkpointed)."""
     trained = [r for r in evaluated if r["round"] > 0] or evaluated
-    score = [(v if v == v else -1.0, r["round"])  # NaN (no validation users) ranks last
-             for r in trained for v in [r.get("valid_ndcg@10", float("nan"))]]
+    score = [(v if v == v else -1.0, r["round"])  # none (no validation users) ranks last
+             for r in trained for v in [number(r.get("valid_ndcg@10"))]]
     return trained[max(range(len(trained)), key=lambda i: score[i])]
 
 
@@ -163,6 +175,12 @@ def privacy_summary(run_dir: Path) -> dict:
                        declined_rounds=sum(r.get("declined", 0) for r in rounds))
     elif cfg.mode == "user":
         summary["epsilon"] = latest.get("server", 0.0)
+        blocked = [r["round"] for r in rounds if r.get("budget_exhausted")]
+        if blocked:  # later rounds found the budget spent: nothing after was aggregated
+            summary["budget_exhausted_after_round"] = max(
+                (r["round"] for r in rounds if r["aggregated"] and r["round"] < blocked[0]),
+                default=0)
+            summary["rounds_blocked_by_budget"] = len(blocked)
         sigmas = [line["noise_multiplier"] for line in ledger]
         summary["noise_multiplier_range"] = [min(sigmas), max(sigmas)] if sigmas else None
     else:

@@ -17,7 +17,7 @@ from flwr.common import EvaluateIns, FitIns, ndarrays_to_parameters, parameters_
 from flwr.server.strategy import FedAvg
 
 from fedrec.common.plan import RunPlan
-from fedrec.server import checkpoint
+from fedrec.server import checkpoint, records
 from fedrec.server.accountant import UserLevelAccountant
 from fedrec.server.optimizer import ServerOptimizer
 from fedrec.server.validation import UpdateRejected, validate_update
@@ -65,6 +65,7 @@ class FedRecStrategy(FedAvg):
         self.num_clients, self.cohort = num_clients, cohort
         self.keys, self.current = list(plan.keys), [a.copy() for a in initial]
         self.run_dir, self.record, self.central_eval = Path(run_dir), record, central_eval
+        self.run_id = records.run_id(self.run_dir)
         self.start_round, self.total_rounds = start_round, fed.rounds
         self.last_checkpoint = start_round
         self.optimizer = ServerOptimizer.for_federation(fed)
@@ -106,7 +107,7 @@ class FedRecStrategy(FedAvg):
     def configure_fit(self, server_round, parameters, client_manager):
         round_ = self._round(server_round)
         self._fit_started[round_] = time.perf_counter()
-        config = {"server_round": round_, "seed": self.seed,
+        config = {"server_round": round_, "seed": self.seed, "run": self.run_id,
                   "checkpoint_round": self.last_checkpoint}
         fit_ins = FitIns(parameters, config)
         return [(p, fit_ins) for p in self._sample(client_manager, round_, self.cohort, 0)]
@@ -209,13 +210,21 @@ class FedRecStrategy(FedAvg):
             record["secagg_seconds"] = self.stage_seconds
             self.stage_seconds, self.secagg_params, self.secagg_state = {}, {}, None
         self.closed_round = round_
-        # every evaluated round too: the round chosen by validation is served from its file
-        if (round_ % self.fed.checkpoint_every == 0 or round_ == self.total_rounds
-                or self.is_eval_round(round_)):
-            checkpoint.save(self.run_dir / "checkpoints", round_,
-                            dict(zip(self.keys, self.current)), self.optimizer.state_arrays())
+        self.record("fit", round_, record)  # first: a checkpoint's round always has its line
+        if self.privacy.enabled or self._kept(round_):
+            # under DP every round: a resume then redoes only the round in flight, which
+            # devices replay from the same checkpoint instead of releasing anything new
+            directory = self.run_dir / "checkpoints"
+            checkpoint.save(directory, round_, dict(zip(self.keys, self.current)),
+                            self.optimizer.state_arrays())
             self.last_checkpoint = round_
-        self.record("fit", round_, record)
+            checkpoint.prune(directory, self._kept)
+
+    def _kept(self, round_: int) -> bool:
+        """Rounds whose checkpoint stays: every `checkpoint_every`-th, the last, and every
+        evaluated one (the round chosen by validation is served from its file)."""
+        return (round_ % self.fed.checkpoint_every == 0 or round_ == self.total_rounds
+                or self.is_eval_round(round_))
 
     # --- evaluation ------------------------------------------------------------------------
     def evaluate(self, server_round, parameters):

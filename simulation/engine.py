@@ -15,12 +15,22 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
 
 def configure_environment(flwr_home: str) -> None:
-    """Must run before flwr is imported: no telemetry, a private FLWR_HOME, quiet Ray."""
+    """Must run before flwr (and Ray) is imported: no telemetry, a private FLWR_HOME, quiet
+    Ray, and Ray on the loopback only.
+
+    Ray's GCS server, raylet and workers accept unauthenticated connections, on every
+    interface by default. Ray takes the loopback as its node address where it does not support
+    clusters (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`), and its servers then listen on
+    127.0.0.1 alone: a simulation is one machine. Export that variable as 1 to get Ray's
+    default (reachable from other machines) deliberately."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("FLWR_HOME", flwr_home)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -36,13 +46,15 @@ def quiet_logs(verbose: bool = False) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray(\..*)?")
 
 
-def backend_config(client_cpus: float, verbose: bool = False) -> dict:
-    """Ray resources: actors = CPUs / `client_cpus` (2 actors on 2 cores with 1.0)."""
-    return {
-        "client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0},
-        "init_args": {"logging_level": "WARNING" if verbose else "ERROR",
-                      "log_to_driver": verbose},
-    }
+def backend_config(client_cpus: float, verbose: bool = False,
+                   temp_dir: str | None = None) -> dict:
+    """Ray resources: actors = CPUs / `client_cpus` (2 actors on 2 cores with 1.0).
+    `temp_dir`: where Ray keeps its session (sockets, logs); `run_on_ray` removes it after."""
+    init_args = {"logging_level": "WARNING" if verbose else "ERROR", "log_to_driver": verbose}
+    if temp_dir is not None:
+        init_args["_temp_dir"] = temp_dir
+    return {"client_resources": {"num_cpus": client_cpus, "num_gpus": 0.0},
+            "init_args": init_args}
 
 
 FLWR_VERSION = "1.41.0"  # the version `run_on_ray` and `patch_message_sweep` were written for
@@ -52,7 +64,9 @@ def run_on_ray(server_app, client_app, num_supernodes: int, run_config: dict,
                backend_config: dict, app_dir: Path) -> None:
     """Run `server_app` in this process and `client_app` on `num_supernodes` virtual nodes
     (Ray actors), both with `run_config` as their `context.run_config`. `app_dir`: a
-    directory for the app description Flower fuses the run config with."""
+    directory for the app description Flower fuses the run config with. Ray's session
+    directory is a fresh temporary one (unless `backend_config` names one), removed after the
+    run, also a failed one."""
     import flwr
     from flwr.app import Context, RecordDict
     from flwr.common.constant import SUPERLINK_NODE_ID
@@ -77,11 +91,23 @@ def run_on_ray(server_app, client_app, num_supernodes: int, run_config: dict,
     TaskIdentity.node_id = SUPERLINK_NODE_ID
     context = Context(run_id=run.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
                       state=RecordDict(), run_config=dict(run_config))
-    _run_simulation(num_supernodes=num_supernodes,
-                    exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
-                    client_app=client_app, server_app=server_app,
-                    backend_config=backend_config, app_dir=str(app_dir), is_app=True, run=run,
-                    server_app_context=context)
+    init_args = backend_config.setdefault("init_args", {})
+    # short: Ray's socket paths under it must fit the 107 bytes of a Unix socket name
+    session = None if "_temp_dir" in init_args else tempfile.mkdtemp(prefix="fedrec-ray-")
+    init_args.setdefault("_temp_dir", session)
+    try:
+        _run_simulation(num_supernodes=num_supernodes,
+                        exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+                        client_app=client_app, server_app=server_app,
+                        backend_config=backend_config, app_dir=str(app_dir), is_app=True,
+                        run=run, server_app_context=context)
+    finally:
+        if session is not None:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+            shutil.rmtree(session, ignore_errors=True)
 
 
 def patch_message_sweep() -> bool:

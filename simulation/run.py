@@ -26,7 +26,7 @@ from fedrec.common import atomic, config
 from fedrec.common.errors import RunDirError
 from fedrec.common.evaluate import evaluate_all
 from fedrec.common.experiment import Prepared, prepare
-from fedrec.common.jsonl import read_jsonl
+from fedrec.common.jsonl import dumps, number, read_jsonl
 from fedrec.common.plan import (
     DEVICES_KEY,
     EGRESS_LOG_KEY,
@@ -107,7 +107,7 @@ def collect_ledgers(plan: RunPlan, run_dir: Path) -> None:
         with DeviceStore(path, fsync=False) as store:
             lines += store.releases()
     (run_dir / LEDGER).parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(run_dir / LEDGER, "".join(json.dumps(line) + "\n" for line in lines))
+    atomic.write_text(run_dir / LEDGER, "".join(dumps(line) + "\n" for line in lines))
 
 
 def simulate(cfg: config.RunConfig | None, run_dir: Path, resume: bool = False,
@@ -142,7 +142,7 @@ def simulate(cfg: config.RunConfig | None, run_dir: Path, resume: bool = False,
 
     engine.quiet_logs(verbose)  # after flwr is imported: it sets its logger up on import
     with _progress(run_dir, cfg.federation.rounds, engine_name, progress):
-        if engine_name == "batched":
+        if engine_name in ("batched", "in-process"):
             from fedrec.simulation.grid import InProcessGrid
 
             InProcessGrid(client_app, plan.num_clients, run_config).serve(server_app)
@@ -160,8 +160,7 @@ def _rewind_devices(plan: RunPlan, run_dir: Path) -> None:
     from fedrec.client.store import DeviceStore
     from fedrec.server import checkpoint
 
-    latest = checkpoint.latest(run_dir / "checkpoints")
-    start = checkpoint.load(latest)[0] if latest else 0
+    start, _ = checkpoint.resume_point(run_dir / "checkpoints")
     for path in sorted((run_dir / CLIENTS_DIR).glob("*.sqlite")):
         with DeviceStore(path, fsync=False) as store:
             store.personal.discard_after(start)
@@ -227,8 +226,8 @@ def postfix(fit: dict, last_metrics: dict | None) -> dict:
         post["failed"] = fit["failed"]
     if last_metrics is not None:
         post["ndcg@10"] = f"{last_metrics['ndcg@10']:.4f}"
-    if fit["train_loss"] == fit["train_loss"]:  # not NaN
-        post["loss"] = f"{fit['train_loss']:.3f}"
+    if (loss := number(fit["train_loss"])) == loss:  # null: no client reported a loss
+        post["loss"] = f"{loss:.3f}"
     if "epsilon" in fit:  # user-level DP: the federation's ε so far
         post["ε(user)"] = f"{fit['epsilon']:.2f}"
     if fit.get("clients_exhausted"):  # record-level DP: clients out of budget

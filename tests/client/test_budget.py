@@ -37,18 +37,59 @@ def test_charges_persist_and_compose(store):
     assert first.epsilon < second.epsilon < 2 * first.epsilon
     assert again.epsilon == pytest.approx(second.epsilon)
     assert again.find(2, "bb").replay and again.find(2, "bb").seed == second.seed
-    assert again.find(2, "cc") is None and again.find(1, "aa") is None  # only the last one
+    assert again.find(2, "cc") is None  # other inputs: not the same release
+    assert again.find(1, "aa").seed == first.seed  # every round a resumed run may redo
+    assert again.released(1) and not again.released(3)
     assert first.seed != second.seed  # fresh secret randomness per release
+    with pytest.raises(ValueError, match="already charged"):
+        again.charge(1, "zz", 1.0, 0.5, 4)
 
 
-def test_a_charge_is_one_write_to_the_store(store):
+def test_a_resumed_run_replays_every_redone_round_and_seeds_are_dropped_when_done(store):
+    """Charged in rounds 6 and 7, then the server resumes from its checkpoint of round 5:
+    round 6 replays (the account kept more than its last charge)."""
     account = PrivacyAccount(store, delta=1e-5)
-    account.charge(1, "aa", 1.0, 0.5, 4)
+    six = account.charge(6, "in6", 1.0, 0.5, 4, run="r1", keep_from=5)
+    seven = account.charge(7, "in7", 1.0, 0.5, 4, run="r1", keep_from=5)
+    again = PrivacyAccount(store, delta=1e-5)
+    assert again.find(6, "in6", "r1").seed == six.seed
+    assert again.find(7, "in7", "r1").seed == seven.seed
+    assert again.find(6, "in6", "r2") is None and not again.released(6, "r2")  # another run
+    again.charge(9, "in9", 1.0, 0.5, 4, run="r1", keep_from=7)  # the server checkpointed 7
+    assert again.find(6, "in6", "r1") is None and again.released(6, "r1")  # seed deleted
+    assert "seed" in store.read_account()["charges"]["r1/9"]
+    assert all(c["seed"] is None for k, c in store.read_account()["charges"].items()
+               if k != "r1/9")
+
+
+def test_a_charge_and_its_ledger_line_are_one_write_to_the_store(store, monkeypatch):
+    account = PrivacyAccount(store, delta=1e-5)
+    line = {"unit": "record", "client": "c-1", "round": 1, "noise_multiplier": 1.0,
+            "sample_rate": 0.5, "steps": 4, "max_grad_norm": 1.0, "delta": 1e-5,
+            "accountant": "rdp", "epsilon": 0.0}
+    account.charge(1, "aa", 1.0, 0.5, 4, line=lambda c: {**line, "epsilon": c.epsilon})
     state = store.read_account()
     assert state["unit"] == "record" and state["delta"] == 1e-5
-    assert state["history"] == [[1.0, 0.5, 4, 1]] and state["last"]["logged"] is False
+    assert state["history"] == [[1.0, 0.5, 4, 1]] and state["last"]["logged"] is True
+    assert [r["round"] for r in store.releases()] == [1]
+    assert store.releases()[0]["epsilon"] == pytest.approx(account.epsilon)
+
+    def torn(*args):  # the ledger write fails: the charge must not be there without it
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "append_release", torn)
+    with pytest.raises(OSError):
+        PrivacyAccount(store, delta=1e-5).charge(2, "bb", 1.0, 0.5, 4, line=lambda c: line)
+    assert len(PrivacyAccount(store, delta=1e-5).history) == 1 and len(store.releases()) == 1
+
+
+def test_a_charge_of_an_older_store_without_its_line_is_marked_when_logged(store):
+    account = PrivacyAccount(store, delta=1e-5)
+    account.charge(1, "aa", 1.0, 0.5, 4)
+    assert store.read_account()["last"]["logged"] is False
     account.mark_logged()
     assert store.read_account()["last"]["logged"] is True
+    assert store.read_account()["charges"]["/1"]["logged"] is True
 
 
 def device(tmp_path, **dp_settings):
@@ -114,7 +155,7 @@ def test_a_crash_after_the_charge_never_double_spends_nor_loses_it(tmp_path, mon
         fit(client, 1, params)
     account = account_of(client)
     assert len(account.history) == 1  # charged before anything could leave
-    assert not account.logged and ledger(client) == []
+    assert account.logged and [line["round"] for line in ledger(client)] == [1]  # with its line
 
     monkeypatch.setattr(dp, "fit_private", real_fit)
     retried = fit(client, 1, params)[0]  # the same round again: a replay, not a new spend
@@ -122,10 +163,13 @@ def test_a_crash_after_the_charge_never_double_spends_nor_loses_it(tmp_path, mon
     assert all(np.array_equal(a, b) for a, b in zip(retried, replayed))
     account = account_of(client)
     assert len(account.history) == 1
-    assert [line["round"] for line in ledger(client)] == [1]  # logged once, on the retry
+    assert [line["round"] for line in ledger(client)] == [1]  # logged once, with the charge
 
-    fit(client, 1, global_model(seed=1))  # a different global model: a new release
-    assert len(account_of(client).history) == 2
+    # a different global model for the same round: a second release would spend twice
+    sent, weight, metrics = fit(client, 1, global_model(seed=1))
+    assert (weight, metrics) == (0, {"declined": 1})
+    assert len(account_of(client).history) == 1 and len(ledger(client)) == 1
+    fit(client, 2, retried)  # the next round is a new release
     epsilons = [line["epsilon"] for line in ledger(client)]
     assert len(epsilons) == 2 and epsilons[0] < epsilons[1]
 
@@ -145,7 +189,7 @@ def test_every_ledger_epsilon_is_reproducible_from_the_logged_parameters(tmp_pat
     assert digest(params) != digest(global_model())
 
 
-def test_a_retry_on_changed_inputs_is_a_new_release_with_fresh_noise(tmp_path, monkeypatch):
+def test_a_retry_on_changed_inputs_is_declined_not_released_twice(tmp_path, monkeypatch):
     client = device(tmp_path, epsilon=50.0, planned_rounds=5)
     params = global_model()
     monkeypatch.setattr(dp, "fit_private", lambda *a, **k: (_ for _ in ()).throw(SystemExit()))
@@ -155,7 +199,8 @@ def test_a_retry_on_changed_inputs_is_a_new_release_with_fresh_noise(tmp_path, m
     # the device's personal state changed in between: replaying the same noise on different
     # inputs would let anyone cancel it by subtracting the two updates
     client.device.store.personal.save(0, {"personal_vector": np.ones((1, 8), np.float32)})
-    fit(client, 1, params)
-    account = account_of(client)
-    assert len(account.history) == 2
-    assert [line["round"] for line in ledger(client)] == [1, 1]  # both charges logged
+    sent, weight, metrics = fit(client, 1, params)
+    assert (weight, metrics) == (0, {"declined": 1})
+    assert all(np.array_equal(a, b) for a, b in zip(sent, params))  # nothing new leaves
+    assert len(account_of(client).history) == 1
+    assert [line["round"] for line in ledger(client)] == [1]

@@ -32,3 +32,16 @@ def test_truncate_keeps_the_rounds_before_the_resume_point(tmp_path):
     truncate_jsonl(path, 3)
     assert read_jsonl(path) == [{"round": r, "loss": r / 10} for r in range(3)]
     assert path.read_text().endswith("\n")
+
+
+def test_records_are_strict_json_with_null_for_non_finite_numbers():
+    import json
+    import math
+
+    from fedrec.common.jsonl import dumps, number
+
+    line = dumps({"loss": float("nan"), "x": [1.5, float("inf")], "n": {"y": -math.inf}, "k": 2})
+    assert "NaN" not in line and "Infinity" not in line
+    assert json.loads(line, parse_constant=lambda c: pytest.fail(c)) == {
+        "loss": None, "x": [1.5, None], "n": {"y": None}, "k": 2}
+    assert math.isnan(number(None)) and number(0.25) == 0.25

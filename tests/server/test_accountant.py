@@ -67,6 +67,26 @@ def test_a_round_that_would_exceed_epsilon_is_not_aggregated(tmp_path):
     assert len(privacy.read_ledger(tmp_path / "privacy" / "ledger.jsonl")) == rounds - 1
 
 
+def test_the_run_summary_says_after_which_round_the_budget_ran_out(tmp_path):
+    from fedrec.common import config
+    from fedrec.common.jsonl import dumps
+    from fedrec.server.records import privacy_summary
+
+    strategy, records = make(tmp_path)
+    for round_ in range(1, 8):
+        strategy.aggregate_fit(round_, [reply(100 + i, 1.0, 1) for i in range(4)], [])
+    config.save(strategy.plan.config, tmp_path / "config.toml")
+    fits = [{"round": r, **v} for kind, r, v in records if kind == "fit"]
+    (tmp_path / "rounds.jsonl").write_text("".join(dumps(f) + "\n" for f in fits))
+    aggregated = [f["round"] for f in fits if f["aggregated"]]
+    blocked = [f["round"] for f in fits if f["budget_exhausted"]]
+    assert aggregated and blocked and max(aggregated) < min(blocked)
+    summary = privacy_summary(tmp_path)
+    assert summary["budget_exhausted_after_round"] == max(aggregated)
+    assert summary["rounds_blocked_by_budget"] == len(blocked) == 7 - len(aggregated)
+    assert summary["releases"] == len(aggregated)
+
+
 def test_the_accountant_resumes_from_the_ledger(tmp_path):
     strategy, _ = make(tmp_path)
     strategy.aggregate_fit(1, [reply(100 + i, 1.0, 1) for i in range(4)], [])

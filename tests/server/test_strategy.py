@@ -87,3 +87,40 @@ def test_results_sharing_one_aggregate_weigh_by_their_summed_counts(tmp_path):
     params, _ = strategy.aggregate_fit(1, results, [])
     assert np.allclose(parameters_to_ndarrays(params)[0], [1.5, 1.5])
     assert records[-1][2]["completed"] == 2 and records[-1][2]["train_loss"] == 2.0
+
+
+def test_under_dp_every_round_is_checkpointed_and_only_kept_rounds_stay(tmp_path):
+    from dataclasses import replace
+
+    from fedrec.common.privacy import PrivacyConfig
+
+    fed = FederationConfig(rounds=6, clients_per_round=3, checkpoint_every=3, eval_every=6,
+                           strategy="fedavg", server_lr=1.0, server_lr_schedule="constant")
+    cfg = RunConfig(federation=fed)
+    cfg.privacy = replace(PrivacyConfig(), mode="record", epsilon=8.0)
+    plan = RunPlan.build(cfg, 5, 2, dict(zip(KEYS, [(2,), (1, 2)])))
+    records = []
+    strategy = FedRecStrategy(plan, INITIAL, tmp_path, lambda *r: records.append(r))
+    strategy.node_to_client = {100 + i: i for i in range(5)}
+    saved = lambda: sorted(p.name for p in (tmp_path / "checkpoints").glob("*"))  # noqa: E731
+    for round_ in (1, 2):  # a resume redoes only the round in flight: its devices replay it
+        strategy.aggregate_fit(round_, [reply(100, 1.0, 1)], [])
+        assert checkpoint.latest(tmp_path / "checkpoints").name == f"round-00000{round_}.safetensors"
+        assert strategy.last_checkpoint == round_
+    strategy.aggregate_fit(3, [reply(100, 1.0, 1)], [])
+    strategy.aggregate_fit(4, [reply(100, 1.0, 1)], [])
+    assert saved() == ["round-000003.safetensors", "round-000004.safetensors"]  # 1, 2 pruned
+    # the round's record comes first: a checkpoint never exists without its rounds.jsonl line
+    assert [r[1] for r in records if r[0] == "fit"] == [1, 2, 3, 4]
+
+
+def test_the_fit_config_names_the_run_and_a_resume_keeps_the_name(tmp_path):
+    from fedrec.server import records
+
+    strategy, _ = make(tmp_path)
+    manager = SimpleNamespace(all=lambda: {str(n): SimpleNamespace(node_id=n)
+                                           for n in range(100, 105)})
+    [(_, ins), *_] = strategy.configure_fit(1, ndarrays_to_parameters(INITIAL), manager)
+    assert ins.config["run"] == records.run_id(tmp_path) and len(ins.config["run"]) == 16
+    assert make(tmp_path)[0].run_id == ins.config["run"]  # the same run directory
+    assert make(tmp_path / "other")[0].run_id != ins.config["run"]
