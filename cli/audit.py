@@ -13,12 +13,14 @@ import typer
 FORMATS = ("md", "html", "json")
 
 
+# The docstring describes the arguments: with click 8.5, typer 0.20 loses an argument's
+# `help=` (click's new `Argument.help` overwrites it), so the table shows none.
 def audit(
-    target: Annotated[str, typer.Argument(help="A run directory (or a directory of runs: a "
-                                               "sweep), a device's store file, or 'attack' "
-                                               "followed by a config.")],
-    config: Annotated[Path | None, typer.Argument(help="With 'attack': the run config "
-                                                       "(config.toml) to attack.")] = None,
+    target: Annotated[str, typer.Argument(
+        help="A run directory, a directory of runs (a sweep), a device's store file, or the "
+        "word 'attack' (then CONFIG).")],
+    config: Annotated[Path | None, typer.Argument(
+        help="With 'attack' only: the run config (config.toml) to attack.")] = None,
     format: Annotated[str, typer.Option("--format", help="md, html or json.")] = "md",
     out: Annotated[Path | None, typer.Option(help="Report file (default: RUN/report.FORMAT, "
                                                   "or STORE-audit.FORMAT beside a store; plots "
@@ -28,13 +30,25 @@ def audit(
     trials: Annotated[int, typer.Option(help="With 'attack': canary trials per setting (200: "
                                              "100 guesses, which can prove ε up to 3.5).")] = 200,
 ) -> None:
-    """Audit a run's privacy: the promise, what was spent, an independent recomputation of
-    every ε (dp-accounting), and the egress log against the allow-list. Given a device's store
-    (a file), audit that device: its ledger against its privacy account, every ε recomputed."""
+    """Audit a run's or a device's privacy (TARGET), or attack one: `fedrec audit attack CONFIG`.
+
+    TARGET a run directory (or a directory of runs, a sweep): the promise, what was spent, an
+    independent recomputation of every ε (dp-accounting), and the egress log against the
+    allow-list. Exit code 1 on any failure.
+
+    TARGET a device's store file (RUN/clients/000017.sqlite): its ledger against its privacy
+    account, every ε recomputed. Exit code 1 on any failure.
+
+    TARGET 'attack' and CONFIG a run config (config.toml): the empirical membership attack on
+    the updates this device code releases (--trials canaries per setting); writes attack.json
+    and attack.png beside CONFIG (or --out)."""
     from fedrec.common.errors import ConfigError
 
     if format not in FORMATS:
         raise ConfigError(f"--format {format}: expected one of {', '.join(FORMATS)}")
+    if target != "attack" and config is not None:
+        raise ConfigError(f"{config}: a second argument only follows 'attack' (fedrec audit "
+                          "attack CONFIG)")
     if target == "attack":
         if config is None:
             raise ConfigError("fedrec audit attack CONFIG: give the run config to attack")

@@ -1,4 +1,4 @@
-"""`fedrec evaluate`: re-evaluate a trained run with the one protocol."""
+"""`fedrec evaluate`: re-evaluate a run's model with the one protocol."""
 
 from __future__ import annotations
 
@@ -15,15 +15,17 @@ def evaluate(
 ) -> None:
     """Rank the full catalog for every user and print HR/NDCG/Recall/MRR/coverage/diversity."""
     from fedrec.cli.output import format_table
+    from fedrec.cli.served import load_run
     from fedrec.common.errors import ConfigError
     from fedrec.common.evaluate import evaluate as evaluate_stage
     from fedrec.common.evaluate import evaluate_cold
-    from fedrec.common.experiment import HEADLINE, load_run
+    from fedrec.common.experiment import HEADLINE
 
     if stage not in ("test", "valid"):
         raise ConfigError(f"--stage {stage}: expected 'test' or 'valid'")
-    cfg, prepared, model = load_run(run)
-    metrics = evaluate_stage(model, prepared.split, stage, prepared.item_embeddings)
-    metrics.update(evaluate_cold(model, prepared.split))
+    loaded = load_run(run)
+    prepared = loaded.prepared
+    metrics = evaluate_stage(loaded.model, prepared.split, stage, prepared.item_embeddings)
+    metrics.update(evaluate_cold(loaded.model, prepared.split))
     columns = HEADLINE + ["cold_hr@10", "cold_random_hr@10", "users"]
-    typer.echo(format_table([{"model": cfg.model, **metrics}], columns))
+    typer.echo(format_table([{"model": loaded.label, **metrics}], columns))

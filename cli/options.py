@@ -20,4 +20,6 @@ Encoder = Annotated[
     typer.Option("--encoder", help="Sentence encoder: name in the local HF cache or a path."),
 ]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for split, init and sampling.")]
-RunDir = Annotated[Path, typer.Option("--run", help="A run directory written by `fedrec train`.")]
+RunDir = Annotated[Path, typer.Option(
+    "--run", help="A run directory written by `fedrec train` or `fedrec simulate` (its served "
+    "round, each simulated user with the personal state on its device).")]

@@ -27,3 +27,14 @@ def progress_bar(total: int, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=True)
+
+
+def epoch_reporter(bar):
+    """A `fit(progress=...)` callback for `bar`: each call (epoch, values) moves the bar to
+    that epoch and shows the values (the epoch's loss, the latest validation metric)."""
+
+    def report(epoch: int, values: dict) -> None:
+        bar.n = epoch + 1
+        bar.set_postfix({k: round(v, 4) for k, v in values.items()}, refresh=True)
+
+    return report

@@ -44,6 +44,7 @@ def plan(
         SERVER_HOOKS_KEY,
         app_description,
     )
+    from fedrec.common.text import printable
     from fedrec.simulation.run import build_plan
 
     cfg = cfgmod.load(config) if config else cfgmod.RunConfig()
@@ -52,13 +53,24 @@ def plan(
     cfg.validate()
     if simulation == (clients is not None):
         raise ConfigError("give either --clients N (a deployment of N devices) or --simulation")
+    cohort_option = (f"federation.clients_per_round = {cfg.federation.clients_per_round} "
+                     f"({config or 'the default'})")
+    if clients is not None:
+        if clients < 1:
+            raise ConfigError(f"--clients {clients}: expected at least 1 device")
+        cfg.federation.check_population(clients, cohort_option, "devices of --clients")
     run_config = {RUN_DIR_KEY: str(run_dir.resolve())}
     if simulation:  # `flwr run` delivers one message per client: Flower's engine
         cfg = replace(cfg, federation=replace(cfg.federation, engine="ray"))
         run_config.update({DEVICES_KEY: "fedrec.simulation.devices:open_device",
                            SERVER_HOOKS_KEY: "fedrec.simulation.run:server_hooks",
                            ENGINE_KEY: "ray"})
-    the_plan = build_plan(cfg, prepare(cfg, progress=False), clients)
+    prepared = prepare(cfg, progress=False)
+    if simulation:
+        cfg.federation.check_population(prepared.split.num_users, cohort_option,
+                                        f"users of data set '{printable(cfg.dataset)}' (one "
+                                        "client each)")
+    the_plan = build_plan(cfg, prepared, clients)
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_text(out / "pyproject.toml", app_description())
     atomic.write_text(out / "run.toml", tomli_w.dumps(the_plan.to_run_config(**run_config)))

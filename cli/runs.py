@@ -16,7 +16,8 @@ def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run directories.")],
     plot: Annotated[Path | None, typer.Option(help="PNG to write (default: beside the first run).")] = None,
 ) -> None:
-    """Print the final metrics of each run and plot NDCG@10 against the round."""
+    """Print the final metrics of each of RUNS (run directories) and plot NDCG@10 against the
+    round."""
     from fedrec.cli.output import format_table
     from fedrec.common.errors import RunDirError
     from fedrec.common.experiment import HEADLINE

@@ -105,7 +105,8 @@ def register_node(
         help="The flwr connection of the SuperLink (written by `fedrec server start`).")] = "fedrec",
     flwr_home: FlwrHome = None,
 ) -> None:
-    """Register a SuperNode's public key with the running SuperLink; print its node id."""
+    """Register a SuperNode's public key (PUBLIC_KEY: the .pub file of `fedrec client keygen`)
+    with the running SuperLink; print its node id."""
     from fedrec.common.deploy import flwr_home as resolve_home
     from fedrec.server import deploy
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from fedrec.cli.options import Dataset, Encoder, Seed
+from fedrec.common.errors import RunDirError
 
 
 def simulate(
@@ -31,8 +32,9 @@ def simulate(
     server_lr_schedule: Annotated[str | None, typer.Option(
         help="'constant' or 'cosine' (the server learning rate annealed to 0 over the rounds).")] = None,
     engine: Annotated[str | None, typer.Option(
-        help="auto, batched (a round's training as one computation; plain runs) or ray "
-        "(Flower's engine, one message per client; every feature).")] = None,
+        help="auto, batched (a round's training as one computation; plain runs), ray "
+        "(Flower's engine, one message per client; every feature) or in-process (the same "
+        "messages one after another in this process, without Ray).")] = None,
     eval_every: Annotated[int | None, typer.Option(help="Evaluate every N rounds.")] = None,
     eval_clients: Annotated[int | None, typer.Option(
         help="Federated-evaluation sample per evaluation round (0: all); the last asks all.")] = None,
@@ -62,16 +64,16 @@ def simulate(
     """Train the shared head federatedly; personal vectors stay on each simulated device."""
     from dataclasses import replace
 
-    from fedrec.cli.output import format_table
     from fedrec.common import config as cfgmod
-    from fedrec.common.experiment import HEADLINE
-    from fedrec.simulation.run import simulate as run
 
+    # Everything a run can be refused for is checked first: before torch and Flower load
+    # (seconds) and before the run directory exists.
     if recipe is not None and recipe not in RECIPES:
         raise typer.BadParameter(f"'{recipe}'; expected one of {sorted(RECIPES)}",
                                  param_hint="--recipe")
     if resume is not None:
-        final = run(None, resume, resume=True, verbose=verbose, egress_log=egress_log)
+        _check_resumable(resume)
+        final = _run(None, resume, verbose, egress_log)
         out = resume
     else:
         cfg = cfgmod.load(config) if config else cfgmod.RunConfig()
@@ -91,21 +93,82 @@ def simulate(
         cfg.privacy = replace(cfg.privacy,
                               **{k: v for k, v in dp_overrides.items() if v is not None})
         cfg.validate()
+        cohort_option = (f"--clients-per-round {clients_per_round}"
+                         if clients_per_round is not None else f"federation.clients_per_round = "
+                              f"{cfg.federation.clients_per_round} ({config or 'the default'})")
+        _check_start(cfg, cohort_option)
         out = out or _fresh_run_dir(Path("runs") / f"sim-{Path(dataset).name}-{seed}")
-        final = run(cfg, out, verbose=verbose, egress_log=egress_log)
+        if out.exists() and any(out.iterdir()):
+            raise RunDirError(f"{out} already holds a run; resume it with --resume, or choose "
+                              "another --out")
+        final = _run(cfg, out, verbose, egress_log)
     rows = [{"model": "fedrec (federated)", **final}]
     if compare:
         rows += _central_baselines(out)
-    typer.echo(format_table(rows, HEADLINE + ["federated_ndcg@10", "failed_client_updates"]))
+    for line in summary(final, rows, out):
+        typer.echo(line)
+
+
+def _check_resumable(run_dir: Path) -> None:
+    from fedrec.common import config as cfgmod
+
+    if not (run_dir / "config.toml").exists():
+        raise RunDirError(f"{run_dir}: nothing to resume (no config.toml)")
+    cfgmod.load(run_dir / "config.toml").validate()
+
+
+def _check_start(cfg, cohort_option: str) -> None:
+    """Refuse a run that cannot start or cannot train: a data set that is not there, more
+    clients per round than it has users, a privacy budget that leaves no client a release.
+    Loads the data set (pandas); torch only for a DP run (Opacus' accountant)."""
+    from fedrec.common.data.registry import load_dataset
+    from fedrec.common.plan import resolve_privacy
+    from fedrec.common.text import printable
+
+    users = load_dataset(cfg.dataset).num_users
+    cfg.federation.check_population(
+        users, cohort_option, f"users of data set '{printable(cfg.dataset)}' (one client each)")
+    resolve_privacy(cfg, cfg.federation.clients_per_round, users)
+
+
+def _run(cfg, run_dir: Path, verbose: bool, egress_log: Path | None) -> dict:
+    """Run (cfg given) or resume (cfg None) the simulation in `run_dir`. A new run that fails
+    before its first round (a failed start, Ctrl-C) leaves no run directory behind."""
+    import shutil
+
+    from fedrec.simulation.run import simulate as run
+
+    existed = run_dir.exists()
+    try:
+        return run(cfg, run_dir, resume=cfg is None, verbose=verbose, egress_log=egress_log)
+    except BaseException:
+        started = any((run_dir / name).exists() for name in ("rounds.jsonl", "clients"))
+        if cfg is not None and not existed and run_dir.is_dir() and not started:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def summary(final: dict, rows: list[dict], out: Path) -> list[str]:
+    """The lines printed after a run: the results table (`rows`), what privacy spent, the
+    profiles' generalization, which round the table shows."""
+    from fedrec.cli.output import format_table
+    from fedrec.common.experiment import HEADLINE
+
+    lines = [format_table(rows, HEADLINE + ["federated_ndcg@10", "failed_client_updates"])]
     if "privacy" in final:
-        typer.echo(_privacy_line(final["privacy"]))
+        lines.append(_privacy_line(final["privacy"]))
+        exhausted = final["privacy"].get("budget_exhausted_after_round")
+        if exhausted is not None:
+            lines.append(f"the privacy budget ran out after round {exhausted}: later rounds "
+                         "were not aggregated")
     if "generalization" in final.get("anonymization", {}):
         a = final["anonymization"]
-        typer.echo(f"profiles on devices: {a['generalization']} (k = {a['k']}, target "
-                   f"{a['k_target']})")
-    typer.echo(f"{final['rounds']} rounds; the table shows round {final['selected_round']} "
-               f"(best validation NDCG@10; the last round's metrics are under 'last' in "
-               f"metrics.json); run written to {out}")
+        lines.append(f"profiles on devices: {a['generalization']} (k = {a['k']}, target "
+                     f"{a['k_target']})")
+    lines.append(f"{final['rounds']} rounds; the table shows round {final['selected_round']} "
+                 f"(best validation NDCG@10; the last round's metrics are under 'last' in "
+                 f"metrics.json); run written to {out}")
+    return lines
 
 
 # named sets of [federation] settings; single flags override them
@@ -136,7 +199,7 @@ def _central_baselines(run_dir: Path) -> list[dict]:
     written under RUN/central/<model>/."""
     from dataclasses import replace
 
-    from fedrec.cli.output import progress_bar
+    from fedrec.cli.output import epoch_reporter, progress_bar
     from fedrec.common import config as cfgmod
     from fedrec.common.experiment import prepare, run_central
 
@@ -147,11 +210,8 @@ def _central_baselines(run_dir: Path) -> list[dict]:
         run_cfg = replace(cfg, model=kind)
         total = {"popular": 1, "bpr": cfg.bpr.epochs, "fedrec": cfg.train.epochs}[kind]
         with progress_bar(total, f"central {kind}") as bar:
-            def report(epoch, values, bar=bar):
-                bar.n = epoch + 1
-                bar.refresh()
-
-            _, metrics = run_central(run_cfg, run_dir / "central" / kind, report, prepared)
+            _, metrics = run_central(run_cfg, run_dir / "central" / kind, epoch_reporter(bar),
+                                     prepared)
         rows.append({"model": f"{kind} (central)", **metrics})
     return rows
 

@@ -24,7 +24,7 @@ def train(
     """Train on every user's training data and report the evaluation protocol's metrics."""
     from dataclasses import replace
 
-    from fedrec.cli.output import format_table, progress_bar
+    from fedrec.cli.output import epoch_reporter, format_table, progress_bar
     from fedrec.common import config as cfgmod
     from fedrec.common.experiment import HEADLINE, prepare, run_central
 
@@ -42,13 +42,8 @@ def train(
         total = {"popular": 1, "bpr": run_cfg.bpr.epochs, "fedrec": run_cfg.train.epochs}[kind]
         target = None if out is None else (out if len(kinds) == 1 else out / kind)
         with progress_bar(total, f"train {kind}") as bar:
-
-            def report(epoch, values, bar=bar):
-                bar.n = epoch + 1
-                bar.set_postfix({k: round(v, 4) for k, v in values.items()}, refresh=True)
-
-            _, metrics = run_central(run_cfg, target, report, prepared)
-            bar.n = bar.total
+            _, metrics = run_central(run_cfg, target, epoch_reporter(bar), prepared)
+            bar.n = bar.total  # early stopping may end before the last epoch
         rows.append({"model": kind, **metrics})
     columns = HEADLINE + ["cold_hr@10", "cold_random_hr@10", "train_seconds"]
     typer.echo(format_table(rows, columns))

@@ -93,6 +93,9 @@ def reconstruct(
     return personal.detach()
 
 
+CHUNK = 256  # users reconstructed together (memory is bounded by it)
+
+
 def personalized_model(
     model_cfg,
     item_embeddings: torch.Tensor,
@@ -101,7 +104,7 @@ def personalized_model(
     sequences: list[np.ndarray],
     steps: int,
     lr: float,
-    chunk: int = 256,
+    chunk: int = CHUNK,
 ) -> FedRecModel:
     """The global head `shared` with each user's personal vector reconstructed against it
     (row b for user b: from its stored state `states[b]` and training items `sequences[b]`),

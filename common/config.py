@@ -61,7 +61,7 @@ class FederationConfig:
     eval_clients: int = 100  # federated-evaluation sample per eval round (0 = every client);
     #                          the last round's evaluation always asks every client
     checkpoint_every: int = 50
-    engine: str = "auto"  # batched | ray | auto (batched where it applies, else ray)
+    engine: str = "auto"  # batched | ray | in-process | auto (batched where it applies, else ray)
     fail_rate: float = 0.0  # seeded share of sampled clients that fail while training
     client_cpus: float = 1.0  # CPUs per simulated client actor (2 cores -> 2 actors)
     secagg: bool = False  # aggregate with SecAgg+: the server sees only the sum
@@ -112,10 +112,21 @@ class FederationConfig:
                                   "(expected >= 0)")
         return self
 
+    def check_population(self, num_clients: int, option: str, population: str) -> None:
+        """Refuse a cohort larger than the population it is sampled from (the plan would
+        sample everyone while config.toml recorded the larger number). `option`: how the user
+        set `clients_per_round` (a flag or the config key), `population`: what the
+        `num_clients` clients are, for the message."""
+        if self.clients_per_round > num_clients:
+            raise ConfigError(f"{option}: more clients per round than the {num_clients:,} "
+                              f"{population}; expected at most {num_clients:,}")
+
 
 STRATEGIES = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedprox")
 LOCAL_OPTIMIZERS = ("sgd", "adam")
-ENGINES = ("auto", "batched", "ray")
+# in-process: every client message through the real ClientApp, one after another in this
+# process (no Ray; every feature; slower than ray on several cores, easiest to debug)
+ENGINES = ("auto", "batched", "ray", "in-process")
 
 
 @dataclass
@@ -160,8 +171,9 @@ class RunConfig:
 
 
     def engine(self, egress_log: bool = False) -> str:
-        """The simulation engine of this run: 'batched' or 'ray' (`federation.engine`, with
-        'auto' choosing batched where it applies, see `fedrec.simulation.batched`).
+        """The simulation engine of this run: 'batched', 'ray' or 'in-process'
+        (`federation.engine`, with 'auto' choosing batched where it applies, see
+        `fedrec.simulation.batched`).
         `egress_log`: every client message is to be logged, which needs one per client."""
         reason = self.batched_unsupported(egress_log)
         if self.federation.engine == "batched" and reason:

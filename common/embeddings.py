@@ -59,7 +59,11 @@ def load_encoder(name_or_path: str | None = None):
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     encoder_id, source = resolve_encoder(name_or_path)
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
 
+    # transformers' own "Loading weights" bar says nothing about what is loaded, or why
+    bars_were_on = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
     try:
         return SentenceTransformer(source, device="cpu")
     except Exception as exc:  # noqa: BLE001 - any loading failure means the same to the user
@@ -68,6 +72,9 @@ def load_encoder(name_or_path: str | None = None):
             "sentence-transformers model directory or a model name already in the Hugging Face "
             "cache (fedrec never downloads weights)."
         ) from None
+    finally:
+        if bars_were_on:
+            transformers_logging.enable_progress_bar()
 
 
 def encode_catalog(
@@ -87,16 +94,29 @@ def encode_catalog(
         cached = np.load(path)
         if cached.shape[0] == len(texts):
             return cached
+    what = f"embedding {len(texts):,} item texts with {encoder or DEFAULT_ENCODER}"
+    if progress:  # once per (encoder, catalog): later runs read the cache
+        print(f"{what} (cached for later runs in {path.parent})", file=sys.stderr)
     model = load_encoder(encoder)
-    vectors = model.encode(
-        texts,
-        batch_size=batch_size,
-        show_progress_bar=progress and sys.stderr.isatty(),
-        convert_to_numpy=True,
-        normalize_embeddings=True,
-    ).astype(np.float32)
-    if progress and not sys.stderr.isatty():
-        print(f"encoded {len(texts)} texts with {encoder_id}", file=sys.stderr)
+    bar = None
+    if progress and sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(texts), desc=what, unit="text", file=sys.stderr,
+                   dynamic_ncols=True)
+    # batches as one `encode` call forms them (longest texts first), so the vectors are its own
+    order = np.argsort([-len(t) for t in texts])
+    parts = []
+    for start in range(0, len(texts), batch_size):
+        batch = [texts[i] for i in order[start : start + batch_size]]
+        parts.append(model.encode(batch, batch_size=batch_size, show_progress_bar=False,
+                                  convert_to_numpy=True, normalize_embeddings=True))
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    vectors = np.empty((len(texts), parts[0].shape[1]), np.float32)
+    vectors[order] = np.concatenate(parts)
     with atomic.atomic_path(path, suffix=".npy") as tmp:
         np.save(tmp, vectors)
     atomic.write_text(path.with_suffix(".json"), json.dumps(

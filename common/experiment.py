@@ -18,7 +18,6 @@ from fedrec.common import atomic, config
 from fedrec.common.data.dataset import Dataset
 from fedrec.common.data.registry import load_dataset
 from fedrec.common.embeddings import encode_catalog
-from fedrec.common.errors import RunDirError
 from fedrec.common.evaluate import evaluate_all
 from fedrec.common.recommenders import BPRMF, FedRecCentral, Popular, Recommender
 from fedrec.common.split import Split, leave_one_out
@@ -90,15 +89,3 @@ def write_run(out: Path, cfg, model: Recommender, metrics: dict, dataset: Datase
     }
     atomic.write_text(out / "run.json", json.dumps(info, indent=2))
     atomic.write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-
-
-def load_run(run_dir: Path) -> tuple[config.RunConfig, Prepared, Recommender]:
-    """Config, data and trained model of a run directory written by `run_central`."""
-    from fedrec.common.recommenders import load_recommender
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.toml").exists():
-        raise RunDirError(f"{run_dir}: not a run directory (no config.toml)")
-    cfg = config.load(run_dir / "config.toml").validate()
-    prepared = prepare(cfg, progress=False)
-    return cfg, prepared, load_recommender(run_dir, prepared.item_embeddings)

@@ -24,7 +24,13 @@ from fedrec.common import config as config_module
 from fedrec.common.anonymity import Levels
 from fedrec.common.errors import ConfigError
 from fedrec.common.hparams import ModelConfig
-from fedrec.common.privacy import PrivacyConfig, resolve, update_norm_bound
+from fedrec.common.privacy import (
+    PrivacyConfig,
+    epsilon,
+    noise_for_epsilon,
+    resolve,
+    update_norm_bound,
+)
 from fedrec.common.wire import WireSchema
 
 PLAN_KEY = "plan"  # run-config key holding the plan's JSON
@@ -97,7 +103,7 @@ class RunPlan:
             raise ConfigError(f"a federation needs at least one client; got {num_clients}")
         fed = cfg.federation
         cohort = min(fed.clients_per_round, num_clients)
-        privacy = resolve(cfg.privacy, fed.rounds, cohort, num_clients)
+        privacy = resolve_privacy(cfg, cohort, num_clients)
         shapes = tuple(tuple(int(d) for d in s) for s in shared.values())
         bound = update_norm_bound(privacy, cohort, sum(math.prod(s) for s in shapes),
                                   fed.max_update_norm)
@@ -148,6 +154,40 @@ class RunPlan:
                 "`fedrec plan --out run.toml` and submit it with `flwr run . --run-config "
                 "run.toml`")
         return _parse(text, "run-config key 'plan'")
+
+
+def resolve_privacy(cfg: config_module.RunConfig, cohort: int,
+                    num_clients: int) -> PrivacyConfig:
+    """`cfg.privacy` resolved for a federation of `num_clients` sampled `cohort` at a time
+    (`fedrec.common.privacy.resolve`: σ, planned participations), refused when its budget is
+    out of reach: user level, when not even the first aggregate could be released (no σ is
+    found, or the given σ overspends at once); record level, when a device whose training
+    windows fit one batch (q = 1: nearly every device) could never train. Raises
+    `ConfigError` naming `privacy.epsilon`. Needs Opacus (torch) for DP runs."""
+    p, fed = cfg.privacy, cfg.federation
+    if not p.enabled:
+        return p
+    try:
+        resolved = resolve(p, fed.rounds, cohort, num_clients)
+        if p.mode == "user":
+            first = [(resolved.noise_multiplier, min(1.0, cohort / num_clients), 1)]
+        else:  # one visit of a device at q = 1: `local_epochs` DP-SGD steps
+            sigma = resolved.noise_multiplier or noise_for_epsilon(
+                p.epsilon, p.delta, 1.0, resolved.planned_rounds * fed.local_epochs,
+                p.accountant)
+            first = [(sigma, 1.0, fed.local_epochs)]
+        spent = epsilon(first, p.delta, p.accountant)
+        if spent > p.epsilon:
+            raise ConfigError(f"its first release alone spends ε = {spent:.3g}")
+    except ConfigError as exc:
+        who = ("no aggregate could ever be released" if p.mode == "user" else
+               f"a device whose training windows fit one batch (up to {cfg.train.batch_size} "
+               f"windows of {p.window + 1} interactions: nearly every device) could never train")
+        fix = "raise the budget (--epsilon)" + (" or the noise multiplier (--noise-multiplier)"
+                                                 if p.noise_multiplier else "")
+        raise ConfigError(f"privacy.epsilon = {p.epsilon:g} ({p.mode} level, δ = {p.delta:g}) is "
+                          f"out of reach: {who} ({exc}); {fix}") from None
+    return resolved
 
 
 @lru_cache(maxsize=4)

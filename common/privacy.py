@@ -57,14 +57,17 @@ class PrivacyConfig:
         if self.accountant not in ACCOUNTANTS:
             raise ConfigError(
                 f"privacy.accountant = '{self.accountant}'; expected one of {list(ACCOUNTANTS)}")
-        if not self.epsilon > 0:
-            raise ConfigError(f"privacy.epsilon = {self.epsilon}; expected > 0")
+        # `not x > 0` also refuses NaN; an infinite ε, σ or clip would promise nothing
+        if not (self.epsilon > 0 and math.isfinite(self.epsilon)):
+            raise ConfigError(f"privacy.epsilon = {self.epsilon}; expected a finite number > 0")
         if not 0 < self.delta < 1:
             raise ConfigError(f"privacy.delta = {self.delta}; expected 0 < δ < 1")
-        if self.noise_multiplier < 0 or not self.max_grad_norm > 0:
-            raise ConfigError("privacy.noise_multiplier must be >= 0 (0 = derive from epsilon) "
-                              f"and privacy.max_grad_norm > 0; got {self.noise_multiplier} and "
-                              f"{self.max_grad_norm}")
+        if not (self.noise_multiplier >= 0 and math.isfinite(self.noise_multiplier)):
+            raise ConfigError(f"privacy.noise_multiplier = {self.noise_multiplier}; expected a "
+                              "finite number >= 0 (0 = derive from epsilon)")
+        if not (self.max_grad_norm > 0 and math.isfinite(self.max_grad_norm)):
+            raise ConfigError(f"privacy.max_grad_norm = {self.max_grad_norm}; expected a finite "
+                              "number > 0")
         for name in ("planned_rounds", "window", "negatives"):
             if getattr(self, name) < (0 if name == "planned_rounds" else 1):
                 raise ConfigError(f"privacy.{name} = {getattr(self, name)} is out of range")
@@ -109,6 +112,9 @@ def epsilon(history, delta: float, accountant: str = "rdp") -> float:
     return _epsilon(tuple(merge(history)), float(delta), accountant)
 
 
+NOISE_MULTIPLIER_MAX = 1e4  # σ searched up to this; a budget that needs more is out of reach
+
+
 @lru_cache(maxsize=1024)
 def noise_for_epsilon(target: float, delta: float, sample_rate: float, steps: int,
                       accountant: str = "rdp") -> float:
@@ -117,9 +123,10 @@ def noise_for_epsilon(target: float, delta: float, sample_rate: float, steps: in
     lo, hi = 0.05, 1.0
     while epsilon([(hi, sample_rate, steps)], delta, accountant) > target:
         lo, hi = hi, hi * 2
-        if hi > 1e4:
-            raise ConfigError(f"no noise multiplier reaches ε = {target} at δ = {delta} over "
-                              f"{steps} steps at sampling rate {sample_rate}")
+        if hi > NOISE_MULTIPLIER_MAX:
+            raise ConfigError(f"no noise multiplier up to {lo:,.0f} reaches "
+                              f"ε = {target:g} at δ = {delta:g} over {steps} steps at sampling "
+                              f"rate {sample_rate:g}")
     while hi - lo > 1e-3 * hi:
         mid = (lo + hi) / 2
         if epsilon([(mid, sample_rate, steps)], delta, accountant) > target:

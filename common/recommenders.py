@@ -134,9 +134,11 @@ class BPRMF(Recommender):
         pos_u = np.repeat(matrix.row.astype(np.int64), cfg.negatives)
         pos_i = np.repeat(matrix.col.astype(np.int64), cfg.negatives)
         stopper = EarlyStopping(cfg.patience)
+        last: dict[str, float] = {}  # the latest validation, shown with every epoch
         for epoch in range(cfg.epochs):
             order = rng.permutation(len(pos_u))
             neg = unseen_items(seen, pos_u, rng)
+            total = 0.0
             for start in range(0, len(order), cfg.batch_size):
                 b = order[start : start + cfg.batch_size]
                 u, i, j = (torch.from_numpy(x[b]) for x in (pos_u, pos_i, neg))
@@ -147,12 +149,14 @@ class BPRMF(Recommender):
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                ndcg = evaluate(self, split, stage="valid")["ndcg@10"]
-                if progress:
-                    progress(epoch, {"valid_ndcg@10": ndcg})
-                if stopper.update(ndcg, self.state()[0]):
-                    break
+                total += loss.item() * len(b)
+            validate = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
+            if validate:
+                last["valid_ndcg@10"] = evaluate(self, split, stage="valid")["ndcg@10"]
+            if progress:
+                progress(epoch, {"loss": total / max(1, len(order)), **last})
+            if validate and stopper.update(last["valid_ndcg@10"], self.state()[0]):
+                break
         self._load(stopper.best_state)
         return self
 
@@ -232,14 +236,18 @@ class FedRecCentral(Recommender):
         optimizer = make_optimizer(self.model, self.train_cfg)
         users = np.arange(split.num_users)
         stopper = EarlyStopping(self.patience)
+        last: dict[str, float] = {}  # the latest validation, shown with every epoch
         for start in range(0, self.train_cfg.epochs, self.eval_every):
             epochs = min(self.eval_every, self.train_cfg.epochs - start)
             chunk = replace(self.train_cfg, epochs=epochs, seed=self.train_cfg.seed + start)
-            losses = train(self.model, self.embeddings, split.train_sequences, users, chunk, optimizer)
-            ndcg = evaluate(self, split, stage="valid")["ndcg@10"]
+            each_epoch = None if progress is None else (
+                lambda epoch, loss, start=start: progress(start + epoch, {"loss": loss, **last}))
+            losses = train(self.model, self.embeddings, split.train_sequences, users, chunk,
+                           optimizer, progress=each_epoch)
+            last["valid_ndcg@10"] = evaluate(self, split, stage="valid")["ndcg@10"]
             if progress:
-                progress(start + self.eval_every - 1, {"loss": losses[-1], "valid_ndcg@10": ndcg})
-            if stopper.update(ndcg, self.model.state_dict()):
+                progress(start + epochs - 1, {"loss": losses[-1], **last})
+            if stopper.update(last["valid_ndcg@10"], self.model.state_dict()):
                 break
         self.model.load_state_dict(stopper.best_state)
         self.model.eval()

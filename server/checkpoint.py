@@ -24,9 +24,14 @@ _NAME = re.compile(r"^round-(\d{6})\.safetensors$")
 OPT_PREFIX = "server_opt."
 
 
+def round_path(directory: Path, round_: int) -> Path:
+    """Where the checkpoint of round `round_` is kept in `directory`."""
+    return Path(directory) / f"round-{round_:06d}.safetensors"
+
+
 def save(directory: Path, round_: int, shared: dict[str, np.ndarray],
          server_opt: dict[str, np.ndarray]) -> Path:
-    path = Path(directory) / f"round-{round_:06d}.safetensors"
+    path = round_path(directory, round_)
     tensors = {**shared, **{OPT_PREFIX + k: v for k, v in server_opt.items()}}
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),

@@ -85,3 +85,24 @@ def test_reading_the_config_or_the_plan_does_not_import_torch():
     code = ("import sys; import fedrec.common.plan, fedrec.common.config; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("settings", [
+    {"mode": "record", "epsilon": 1e-9},                          # σ not found for a device
+    {"mode": "user", "epsilon": 1e-9},                            # σ not found for the server
+    {"mode": "record", "epsilon": 0.01, "noise_multiplier": 0.5},  # a first release overspends
+    {"mode": "user", "epsilon": 0.01, "noise_multiplier": 0.5},
+])
+def test_a_budget_out_of_every_clients_reach_is_refused_before_any_round(settings):
+    cfg = config.RunConfig(privacy=privacy.PrivacyConfig(**settings))
+    cfg.federation.rounds = 4
+    with pytest.raises(ConfigError, match=r"privacy.epsilon = .* is out of reach: .*raise the "
+                                          r"budget"):
+        RunPlan.build(cfg, num_clients=20, input_dim=8, shared=SHAPES)
+
+
+def test_a_small_budget_that_a_client_can_spend_is_planned():
+    for mode in ("record", "user"):
+        cfg = config.RunConfig(privacy=privacy.PrivacyConfig(mode=mode, epsilon=0.5))
+        cfg.federation.rounds = 4
+        assert RunPlan.build(cfg, num_clients=20, input_dim=8, shared=SHAPES).privacy.enabled

@@ -3,10 +3,13 @@
 import itertools
 import json
 import math
+import re
 
 import dp_accounting
 import pytest
 from dp_accounting import pld, rdp
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from fedrec.common import privacy
 from fedrec.common.errors import ConfigError
@@ -86,6 +89,22 @@ def test_resolve_fills_in_what_depends_on_the_federation():
 def test_bad_settings_are_named(field, value, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         privacy.PrivacyConfig(**{field: value}).validate()
+
+
+@pytest.mark.parametrize("field", ["epsilon", "noise_multiplier", "max_grad_norm"])
+@given(value=st.floats(allow_nan=True, allow_infinity=True))
+@example(value=math.inf)
+@example(value=math.nan)
+@example(value=-math.inf)
+@example(value=0.0)
+def test_a_budget_noise_or_clip_is_accepted_only_if_finite_and_in_range(field, value):
+    in_range = value >= 0 if field == "noise_multiplier" else value > 0
+    cfg = privacy.PrivacyConfig(**{field: value})
+    if in_range and math.isfinite(value):
+        assert cfg.validate() is cfg
+    else:  # inf, nan and out of range: named with the value, never a run that promises nothing
+        with pytest.raises(ConfigError, match=f"privacy.{field} = {re.escape(str(value))}; "):
+            cfg.validate()
 
 
 def test_ledger_lines_have_exactly_the_documented_keys(tmp_path):
