@@ -9,6 +9,7 @@ the file through `DeviceStore`: it reads the plain tables the store documents �
                           `last` (the last charge; `logged`: its ledger line is written)
     releases(seq, line)   the device's ledger, one JSON `fedrec.common.privacy.Release` a row
     identity(pseudonym)
+    personal(round, …)    the rounds whose personal state it keeps (only their numbers are read)
 
 The connection is read-only (`mode=ro`): nothing in the store is changed, and a store still in
 use by a running device reads as of its last committed write. (SQLite may leave an empty
@@ -38,7 +39,8 @@ import math
 import sqlite3
 from pathlib import Path
 
-from fedrec.audit import run  # run.py imports this module too: only its attributes are used
+# run.py imports this module too (through fleet.py): only attributes are used, at call time
+from fedrec.audit import mechanisms, records, run
 from fedrec.audit.mechanisms import fail as _fail
 from fedrec.common import crosscheck, privacy
 from fedrec.common.errors import ConfigError, FedrecError
@@ -132,6 +134,14 @@ class DeviceStoreReader:
         """The device's own ledger lines, oldest first (as stored; not checked here)."""
         return [self._json(line, f"ledger row {seq}") for seq, line in self.ledger_rows()]
 
+    def personal_rounds(self) -> list[int]:
+        """The rounds whose personal state the device keeps (their numbers only: the state is
+        the user's). Under record-level DP a device saves it only after a charged release."""
+        if "personal" not in self._tables:
+            return []
+        return [r for (r,) in self._rows("SELECT round FROM personal ORDER BY round")
+                if isinstance(r, int)]
+
     def ledger_rows(self) -> list[tuple[int, str]]:
         """The device's own ledger as stored: (row number, JSON text), oldest first."""
         if "releases" not in self._tables:
@@ -154,16 +164,23 @@ BUDGET_KEY = "epsilon_max"  # the account's ε budget, where a device records it
 
 def audit_device(path: str | Path) -> dict:
     """The audit of one device's store as plain data, in the run audit's shape (`promise`,
-    `spent`, `crosscheck`, `findings`, `verdict`; rendered by `fedrec.audit.report`).
+    `spent`, `crosscheck`, `findings`, `verdict`; rendered by `fedrec.audit.report`)."""
+    path = Path(path)
+    with DeviceStoreReader(path) as store:
+        state, rows, pseudonym = store.account(), store.ledger_rows(), store.pseudonym()
+    return check_store(str(path), state, rows, pseudonym)
+
+
+def check_store(name: str, state: dict | None, rows: list[tuple[int, str]],
+                pseudonym: str | None) -> dict:
+    """The audit of a device store's contents: its account's `state`, its ledger `rows`
+    [(seq, JSON text), ...] and its `pseudonym` (`name` names the store in the report).
 
     The account's history of charges [[σ, q, steps, round], ...] is the truth the ledger must
     show: every ledger line matches one charge, in order, and its cumulative ε is what an
     independent accountant (dp-accounting) makes of the history up to that charge."""
-    path = Path(path)
     findings: list[dict] = []
-    with DeviceStoreReader(path) as store:
-        state, rows, pseudonym = store.account(), store.ledger_rows(), store.pseudonym()
-    lines = run.parse_ledger(rows, findings)
+    lines = records.parse_ledger(rows, findings)
     if state is None and lines:
         _fail(findings, "the store has ledger lines but no privacy account to check them "
                         "against")
@@ -179,7 +196,7 @@ def audit_device(path: str | Path) -> dict:
     _check_budget(pairs, charges, epsilons, p, budget, findings)
     names = _check_pseudonyms(lines, pseudonym, findings)
     result = {
-        "device": str(path), "schema_version": SCHEMA_VERSION,
+        "device": name, "schema_version": SCHEMA_VERSION,
         "pseudonym": pseudonym, "pseudonyms": names,
         "promise": {"unit": "record", "epsilon": budget,  # δ, accountant: none before a charge
                     "delta": p.delta if state or lines else None,
@@ -215,17 +232,17 @@ def _charges(account: dict, findings: list) -> list[tuple[float, float, int, int
     history = account.get("history", [])
     charges = []
     for i, entry in enumerate(history if isinstance(history, list) else [None], start=1):
-        if not (isinstance(entry, list) and len(entry) == 4 and run._number(entry[0])
-                and entry[0] > 0 and run._number(entry[1]) and 0 < entry[1] <= 1
-                and run._integer(entry[2]) and 1 <= entry[2] <= run.MAX_STEPS
-                and run._integer(entry[3])):
+        if not (isinstance(entry, list) and len(entry) == 4 and mechanisms.number(entry[0])
+                and entry[0] > 0 and mechanisms.number(entry[1]) and 0 < entry[1] <= 1
+                and mechanisms.integer(entry[2]) and 1 <= entry[2] <= mechanisms.MAX_STEPS
+                and mechanisms.integer(entry[3])):
             _fail(findings, f"the privacy account's charge {i} is no [σ > 0, q in (0, 1], "
                             f"steps ≥ 1, round]: {entry!r}")
             return []
         charges.append((float(entry[0]), float(entry[1]), entry[2], entry[3]))
     sigma = account.get("noise_multiplier")
     for i, (s, _, _, round_) in enumerate(charges, start=1):
-        if run._number(sigma) and s != sigma:
+        if mechanisms.number(sigma) and s != sigma:
             _fail(findings, f"the privacy account's charge {i} (round {round_}) has σ {s:g}, "
                             f"but the account's σ is {sigma:g} (a device keeps its σ)")
     return charges
@@ -236,8 +253,8 @@ def _same_charge(line: dict, charge: tuple) -> bool:
     sigma, q, steps, round_ = charge
     noise, rate = line.get("noise_multiplier"), line.get("sample_rate")
     return (line.get("round") == round_ and line.get("steps") == steps
-            and run._number(noise) and math.isclose(noise, sigma, rel_tol=1e-12)
-            and run._number(rate) and math.isclose(rate, q, rel_tol=1e-12))
+            and mechanisms.number(noise) and math.isclose(noise, sigma, rel_tol=1e-12)
+            and mechanisms.number(rate) and math.isclose(rate, q, rel_tol=1e-12))
 
 
 def _match(lines: list[dict], charges: list, account: dict, findings: list) -> list[tuple]:
@@ -305,7 +322,7 @@ def _crosscheck(pairs, valid: set, epsilons, p, findings: list) -> list[dict]:
                     "epsilon": line["epsilon"], "rdp": rdp, "pld": pld, "difference": diff,
                     "noise_multiplier": line["noise_multiplier"],
                     "sample_rate": line["sample_rate"], "steps": line["steps"]})
-        if not _reproduces(line["epsilon"], reference, p):
+        if not mechanisms.reproduces(line["epsilon"], reference, p):
             _fail(findings, f"ε {line['epsilon']:.4g} in round {line['round']} is not "
                             f"reproducible from the account's history of {k + 1} charges: "
                             f"dp-accounting ({'RDP' if p.accountant == 'rdp' else 'PLD'}) "
@@ -319,14 +336,9 @@ def _check_last(account: dict, charges, epsilons, p, findings: list) -> None:
     if not charges or claimed is None:
         return
     reference = _reference(epsilons[-1], p)
-    if not (run._number(claimed) and _reproduces(claimed, reference, p)):
+    if not (mechanisms.number(claimed) and mechanisms.reproduces(claimed, reference, p)):
         _fail(findings, f"the account's last charge claims ε {claimed!r}; dp-accounting gives "
                         f"{reference:.4g} for its history")
-
-
-def _reproduces(epsilon: float, reference: float, p) -> bool:
-    slack = max(run.TOLERANCE * reference, run.PRV_ABSOLUTE if p.accountant == "prv" else 0)
-    return abs(epsilon - reference) <= slack
 
 
 def _check_budget(pairs, charges, epsilons, p, budget, findings: list) -> None:
@@ -334,15 +346,15 @@ def _check_budget(pairs, charges, epsilons, p, budget, findings: list) -> None:
         _fail(findings, "the store does not record the device's ε budget: ε spent is reported, "
                         "not checked against a budget", severity="note")
         return
-    if not (run._number(budget) and budget > 0):
+    if not (mechanisms.number(budget) and budget > 0):
         _fail(findings, f"the account's budget {BUDGET_KEY} = {budget!r} is no ε")
         return
     logged = {k: line for line, k in pairs}
     for k, charge in enumerate(charges):
         reference = _reference(epsilons[k], p)
         ledger = logged[k]["epsilon"] if k in logged else 0.0
-        spent = max(ledger if run._number(ledger) else 0.0,
-                    reference / (1 + run.ACCOUNTANTS_AGREE))
+        spent = max(ledger if mechanisms.number(ledger) else 0.0,
+                    reference / (1 + mechanisms.ACCOUNTANTS_AGREE))
         if spent > budget * (1 + 1e-9):
             _fail(findings, f"the device charged a release in round {charge[3]} at ε "
                             f"{spent:.4g} (dp-accounting {reference:.4g}), over its budget "
@@ -374,7 +386,7 @@ def _check_pseudonyms(lines: list[dict], current: str | None, findings: list) ->
 
 
 def _spent(pairs, charges, epsilons, p, budget, releases: int) -> dict:
-    logged = {k: line["epsilon"] for line, k in pairs if run._number(line["epsilon"])}
+    logged = {k: line["epsilon"] for line, k in pairs if mechanisms.number(line["epsilon"])}
     sigmas, rates, steps = ([c[i] for c in charges] for i in range(3))
     return {
         "unit": "record", "delta": p.delta, "budget": budget,

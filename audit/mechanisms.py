@@ -8,9 +8,13 @@
   participations (`fedrec.common.privacy.resolve`, `noise_for_epsilon`);
 - user level: one step per aggregate at q = m / N for a cohort of m of N clients, and
   σ_round = σ·√(m′/m) for the m′ ≤ m clients that reported (the fixed-denominator mean), with σ
-  the fixed one or the one that spends the budget over the planned rounds.
+  the fixed one or the one that spends the budget over the planned rounds. σ is the run
+  plan's (`plan.json`), and m′ the round's own count (`rounds.jsonl`'s `noise_shortfall` =
+  1 − m′/m): the logged σ of a round with dropouts is already reduced, so neither the
+  largest logged σ nor any other logged one need be σ itself.
 
-The budget checks use the independent accountant (`fedrec.common.crosscheck`).
+The budget checks use the independent accountant (`fedrec.common.crosscheck`); the shared
+tolerances and number checks of the audit live here too.
 """
 
 from __future__ import annotations
@@ -20,15 +24,28 @@ import math
 from fedrec.common import crosscheck, privacy
 
 PLANNED_WINDOW = (0.97, 1.003)  # σ is found to 0.1 % in ε, the accountants agree to 0.2 %
+TOLERANCE = 0.01  # relative disagreement allowed between the ledger and dp-accounting
+PRV_ABSOLUTE = 0.005  # Opacus' PRV accountant is exact to ±0.002 in ε: small ε need slack
+ACCOUNTANTS_AGREE = 0.003  # Opacus and dp-accounting RDP differ by up to 0.2 %
+MAX_STEPS = 10**7  # more steps than any device takes: refused before any accountant runs
 
 
-def check(rows: list[dict], p, fed: dict, clients_total: int | None, findings: list) -> None:
-    if not rows:
-        return
-    if p.mode == "record":
-        _record(rows, p, fed, clients_total, findings)
+def check(rows: list[dict], p, fed: dict, clients_total: int | None, findings: list,
+          plan: dict | None = None, rounds: list[dict] | None = None) -> float | None:
+    """Findings for ledger rows (`fedrec.audit.run.crosscheck`'s) whose mechanism this run
+    does not run. `plan`: the run plan (plan.json), `rounds`: rounds.jsonl, where present.
+    Returns the user-level base σ the rows were checked against (None: record level)."""
+    resolved = (plan or {}).get("privacy") or {}
+    if p.mode == "record" and rows:
+        planned = resolved.get("planned_rounds")
+        _record(rows, p, fed, clients_total, findings,
+                planned if integer(planned) and planned >= 1 else None)
     elif p.mode == "user":
-        _user([r for r in rows if r["client"] == "server"], p, fed, clients_total, findings)
+        shortfalls = {r["round"]: r["noise_shortfall"] for r in rounds or []
+                      if number(r.get("noise_shortfall"))}
+        return _user([r for r in rows if r["client"] == "server"], p, fed, clients_total,
+                     findings, resolved.get("noise_multiplier"), shortfalls)
+    return None
 
 
 def fail(findings: list, what: str, line: int | None = None, severity: str = "failure"):
@@ -36,17 +53,37 @@ def fail(findings: list, what: str, line: int | None = None, severity: str = "fa
     findings.append({"severity": severity, "what": what, "line": line})
 
 
-def _spends_budget(sigma: float, q: float, steps: int, p) -> bool:
+def number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def integer(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def epsilon_of(history, p) -> float:
+    """ε of `history` [(σ, q, steps), ...] at the run's δ by the independent accountant that
+    matches the run's own (RDP for `rdp`, PLD for `prv`)."""
     epsilon = (crosscheck.rdp_epsilon if p.accountant == "rdp" else crosscheck.pld_epsilon)
-    planned = epsilon([(sigma, q, steps)], p.delta)
+    return epsilon(history, p.delta)
+
+
+def reproduces(epsilon: float, reference: float, p) -> bool:
+    """Whether a logged ε is the independent `reference` within the audit's tolerance."""
+    slack = max(TOLERANCE * reference, PRV_ABSOLUTE if p.accountant == "prv" else 0.0)
+    return abs(epsilon - reference) <= slack
+
+
+def _spends_budget(sigma: float, q: float, steps: int, p) -> bool:
+    planned = epsilon_of([(sigma, q, steps)], p)
     low, high = PLANNED_WINDOW
     slack = 0.02 if p.accountant == "prv" else 0.0  # PLD vs PRV: a little looser
     return (low - slack) * p.epsilon <= planned <= (high + slack) * p.epsilon
 
 
-def _record(rows, p, fed, clients_total, findings) -> None:
+def _record(rows, p, fed, clients_total, findings, planned: int | None = None) -> None:
     epochs = int(fed.get("local_epochs", 2))
-    planned = p.planned_rounds
+    planned = planned or p.planned_rounds
     if not planned and clients_total:
         cohort = min(int(fed.get("clients_per_round", 1)), clients_total)
         planned = privacy.planned_participations(int(fed.get("rounds", 1)), cohort, clients_total)
@@ -58,7 +95,7 @@ def _record(rows, p, fed, clients_total, findings) -> None:
             fail(findings, f"client {r['client']} round {r['round']}: q = {r['sample_rate']:g} "
                             f"and {r['steps']} steps are no DP-SGD plan (q = 1/k batches, "
                             f"steps = {epochs}·k)", r["line"])
-        head = first.setdefault(r["client"], r)
+        head = first.setdefault(r.get("identity", r["client"]), r)
         if p.noise_multiplier and not math.isclose(r["noise_multiplier"], p.noise_multiplier,
                                                    rel_tol=1e-9):
             fail(findings, f"client {r['client']} round {r['round']}: σ "
@@ -82,11 +119,13 @@ def _record(rows, p, fed, clients_total, findings) -> None:
                             "participations: not the σ this run derives", head["line"])
 
 
-def _user(rows, p, fed, clients_total, findings) -> None:
+def _user(rows, p, fed, clients_total, findings, planned_sigma=None,
+          shortfalls: dict | None = None) -> float | None:
     if not rows:
-        return
+        return None
     cohort = int(fed.get("clients_per_round", 1))
     m = min(cohort, clients_total) if clients_total else cohort
+    shortfalls = shortfalls or {}
     for r in rows:
         if r["steps"] != 1:
             fail(findings, f"round {r['round']}: {r['steps']} steps; an aggregate is one",
@@ -96,13 +135,27 @@ def _user(rows, p, fed, clients_total, findings) -> None:
                                                           rel_tol=1e-9)):
         fail(findings, f"sampling rates {sorted({r['sample_rate'] for r in rows})}: expected "
                         f"one, m/N = {m}/{clients_total}")
-    reference = p.noise_multiplier or max(r["noise_multiplier"] for r in rows)
+    planned = planned_sigma if number(planned_sigma) and planned_sigma > 0 else None
+    reference = p.noise_multiplier or planned
+    if reference is None:  # no plan: σ from a round whose reporting clients are recorded
+        known = [r for r in rows if r["round"] in shortfalls]
+        reference = (known[0]["noise_multiplier"] / math.sqrt(1 - shortfalls[known[0]["round"]])
+                     if known else max(r["noise_multiplier"] for r in rows))
     if not p.noise_multiplier and not _spends_budget(reference, rows[0]["sample_rate"],
                                                      int(fed.get("rounds", 1)), p):
         fail(findings, f"σ {reference:g} does not spend the budget ε = {p.epsilon:g} over "
                         f"{fed.get('rounds')} rounds: not the σ this run derives")
     for r in rows:
+        if r["round"] in shortfalls:
+            reported = round(m * (1 - shortfalls[r["round"]]))
+            expected = reference * math.sqrt(max(reported, 0) / m)
+            if not math.isclose(r["noise_multiplier"], expected, rel_tol=1e-9):
+                fail(findings, f"round {r['round']}: σ {r['noise_multiplier']:g}, but σ·√(m′/m) "
+                                f"= {expected:g} for σ = {reference:g} and the {reported} of "
+                                f"{m} clients rounds.jsonl says reported", r["line"])
+            continue
         reported = (r["noise_multiplier"] / reference) ** 2 * m
         if not (0.5 <= reported <= m + 1e-6 and abs(reported - round(reported)) < 1e-6):
             fail(findings, f"round {r['round']}: σ {r['noise_multiplier']:g} is no σ·√(m′/m) "
                             f"of σ = {reference:g} for a cohort of {m}", r["line"])
+    return reference

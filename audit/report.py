@@ -171,6 +171,11 @@ def _run_markdown(r: dict, images: dict[str, str], level: int) -> list[str]:
                 f"{p['delta']:g}) of its budget {spent['budget']:g} over "
                 f"{len(spent['epsilon_by_round'])} releases (aggregated rounds, redone rounds "
                 "counted again)."]
+        if spent.get("budget_exhausted_after_round") is not None:
+            out += ["", f"**The budget ran out after round {spent['budget_exhausted_after_round']}"
+                        f"**: {spent['rounds_blocked_by_budget']} later round(s) were not "
+                        f"aggregated, because one more aggregate would have exceeded ε = "
+                        f"{spent['budget']:g}."]
     elif spent["unit"] == "record":
         never = spent["never_took_part"]
         out += [f"{spent['clients_released']} clients released updates"
@@ -181,6 +186,9 @@ def _run_markdown(r: dict, images: dict[str, str], level: int) -> list[str]:
                 f"**{spent['epsilon_max']:.3f}** of the budget {spent['budget']:g}; "
                 f"{spent['clients_at_cap']} clients are at their cap (one more release would "
                 "exceed it)."]
+        if spent.get("pseudonyms_rotated"):
+            out += [f"{spent['pseudonyms_rotated']} releases carry a rotated pseudonym: each "
+                    "device is one client, under the first pseudonym it released with."]
     else:
         out += ["Nothing: the run had no differential privacy."]
     for key, title in (("epsilon-by-round", "ε by round"), ("epsilon-by-client", "ε per client")):

@@ -1,17 +1,21 @@
 """`fedrec audit RUN_DIR`: what privacy a run promised, what it spent, and whether the numbers
-check out — from the run directory alone (config, ledger, rounds, egress log; never user data).
+check out — from the run directory alone (config, plan, ledger, rounds, metrics, device
+stores, egress log; never user data).
 
 Every ledger ε is recomputed from its line's mechanism parameters and the same client's
 earlier lines with an independent accountant (`fedrec.common.crosscheck`, Google's
-dp-accounting): by RDP over the same orders, and by privacy-loss distributions. Failures —
-each makes `fedrec audit` exit with code 1:
+dp-accounting): by RDP over the same orders, and by privacy-loss distributions. A client is a
+device under all its pseudonyms (`fedrec.audit.fleet`). Failures — each makes `fedrec audit`
+exit with code 1:
 
 - an ε that differs from the independent value of the run's own accountant by more than 1 %
   (RDP for an `rdp` ledger, PLD for a `prv` one; a deleted or edited line shows up here);
 - impossible parameters: σ ≤ 0, q outside (0, 1], steps < 1, δ outside (0, 1), a unit,
   δ or accountant other than the run's, an ε that decreases;
 - a release after the budget was spent (an ε above the run's budget);
-- a user-level round that was aggregated but has no ledger line;
+- a mechanism this run does not run (`fedrec.audit.mechanisms`);
+- records that contradict each other (`fedrec.audit.consistency`, `fedrec.audit.fleet`);
+- a key given twice in one JSON object (`fedrec.audit.records`);
 - an egress-log line outside the run's wire schema.
 """
 
@@ -19,67 +23,57 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from fedrec.audit import device, mechanisms
+from fedrec.audit import consistency, fleet, mechanisms, records
 from fedrec.audit.mechanisms import fail as _fail
 from fedrec.common import crosscheck as independent
-from fedrec.common import privacy, wire
-from fedrec.common.errors import ConfigError, RunDirError
+from fedrec.common import wire
+from fedrec.common.errors import ConfigError
 from fedrec.common.jsonl import read_jsonl as _read_jsonl
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-TOLERANCE = 0.01  # relative disagreement allowed between the ledger and dp-accounting
-PRV_ABSOLUTE = 0.005  # Opacus' PRV accountant is exact to ±0.002 in ε: small ε need slack
-ACCOUNTANTS_AGREE = 0.003  # Opacus and dp-accounting RDP differ by up to 0.2 %
-MAX_STEPS = 10**7  # more steps than any device takes: refused before any accountant runs
-REQUIRED = set(privacy.LEDGER_KEYS)
+# the tolerances, shared with the device audit (`fedrec.audit.mechanisms`)
+TOLERANCE, PRV_ABSOLUTE = mechanisms.TOLERANCE, mechanisms.PRV_ABSOLUTE
+ACCOUNTANTS_AGREE, MAX_STEPS = mechanisms.ACCOUNTANTS_AGREE, mechanisms.MAX_STEPS
+parse_ledger = records.parse_ledger
 
 
 def audit(run_dir: Path, egress_log: Path | None = None) -> dict:
     """The audit of one run directory as plain data (see `fedrec.audit.report`)."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.toml").exists():
-        raise RunDirError(f"{run_dir}: not a run directory (no config.toml)")
-    cfg = _run_config(run_dir / "config.toml")
-    p, fed = cfg["privacy"], cfg["federation"]
     findings: list[dict] = []
-    lines = _read_ledger(run_dir / "privacy" / "ledger.jsonl", findings)
-    rounds = _read_jsonl(run_dir / "rounds.jsonl")
+    rec = records.read_run(run_dir, findings)
+    p, fed, plan = rec.privacy, rec.federation, rec.plan or {}
+    clients_total = plan.get("num_clients")
+    if not mechanisms.integer(clients_total):
+        clients_total = _clients_total(rec.metrics_lines)
+    resolved = plan.get("privacy") or {}
+    sigma = p.noise_multiplier or (resolved.get("noise_multiplier") if p.mode == "user" else 0)
     result = {
         "run": str(run_dir),
         "promise": {
             "unit": p.mode, "epsilon": p.epsilon if p.enabled else None,
             "delta": p.delta if p.enabled else None,
             "accountant": p.accountant if p.enabled else None,
-            "noise_multiplier": p.noise_multiplier or ("derived" if p.enabled else None),
+            "noise_multiplier": sigma or ("derived" if p.enabled else None),
             "max_grad_norm": p.max_grad_norm if p.enabled else None,
             "record_window": p.window if p.mode == "record" else None,
             "rounds": fed.get("rounds"), "clients_per_round": fed.get("clients_per_round"),
-            "secure_aggregation": fed.get("secagg", False), "dataset": cfg.get("dataset"),
+            "secure_aggregation": fed.get("secagg", False), "dataset": rec.config.get("dataset"),
         },
-        "rounds_run": len(rounds),
-        "clients_total": _clients_total(run_dir),
-        "utility": _utility(run_dir),
+        "rounds_run": len(rec.rounds),
+        "clients_total": clients_total,
+        "utility": _utility(rec.metrics),
     }
-    checked = crosscheck(lines, p, findings) if p.enabled else []
-    result["crosscheck"] = _crosscheck_summary(checked, p)
-    result["spent"] = _spent(checked, p, result["clients_total"])
+    consistency.check_config(rec, findings)
+    consistency.check_rounds(rec, findings)
+    checked, after = [], None
     if p.enabled:
-        released = any(r.get("aggregated") and r.get("completed", 1) for r in rounds)
-        if released and not checked:
-            _fail(findings, "a DP run with aggregated rounds has no valid ledger line")
-        mechanisms.check(checked, p, fed, result["clients_total"], findings)
-        _check_devices(run_dir, checked, findings)
-    if p.mode == "user":
-        _check_user_rounds(checked, rounds, findings)
+        checked, after = _check_privacy(rec, clients_total, findings)
+    result["crosscheck"] = _crosscheck_summary(checked, p)
+    result["spent"] = _spent(checked, p, clients_total, rec, after)
     result["egress"] = _egress(run_dir, egress_log, findings)
     facts = run_dir / "anonymization.json"
     result["anonymization"] = json.loads(facts.read_text()) if facts.exists() else None
@@ -88,49 +82,50 @@ def audit(run_dir: Path, egress_log: Path | None = None) -> dict:
     return result
 
 
-def _run_config(path: Path) -> dict:
-    """The run's effective config.toml as a dict, its privacy section as a `PrivacyConfig`
-    (read directly: `fedrec.common.config` would import the model, and with it torch)."""
-    try:
-        data = tomllib.loads(path.read_text())
-        data["privacy"] = privacy.PrivacyConfig(**data.get("privacy", {}))
-    except (tomllib.TOMLDecodeError, TypeError) as exc:
-        raise ConfigError(f"{path}: not a fedrec run config ({exc})") from None
-    data.setdefault("federation", {})
-    return data
+def _check_privacy(rec, clients_total: int | None, findings: list) -> tuple[list, int | None]:
+    """The ledger recomputed and checked against every other record of a DP run; returns the
+    checked rows and the round after which the budget ran out (user level; None: it did not)."""
+    p = rec.privacy
+    # lines without a name and a round number fail `_valid`; the other checks skip them
+    named = [x for x in rec.ledger if isinstance(x["client"], str) and _integer(x["round"])]
+    owner = fleet.identities(rec, findings) if p.mode == "record" else {}
+    if p.mode == "record" and not any(d.rows for d in rec.devices):
+        identity = fleet.infer_rotations(named, p, findings)
+    else:
+        identity = _first_names(named, owner)
+    checked = crosscheck(rec.ledger, p, findings, identity)
+    summary = rec.summary
+    on_devices = summary.get("ledger") == "on the devices" and not rec.devices
+    if any(r.get("aggregated") is True for r in rec.rounds) and not checked and not on_devices:
+        _fail(findings, "a DP run with aggregated rounds has no valid ledger line")
+    counted = summary.get("releases")
+    if not rec.ledger and mechanisms.integer(counted) and counted > 0:
+        _fail(findings, f"the ledger is {'empty' if rec.ledger_file else 'missing'}, but "
+                        f"metrics.json counts {counted} releases")
+    sigma = mechanisms.check(checked, p, rec.federation, clients_total, findings, rec.plan,
+                             rec.rounds)
+    planned = ((rec.plan or {}).get("privacy") or {}).get("noise_multiplier")
+    if sigma is None and p.mode == "user" and _number(planned) and planned > 0:
+        sigma = p.noise_multiplier or planned  # no release yet: the plan's σ
+    fleet.check_devices(rec, named, owner, findings)
+    consistency.check_releases(rec, named, identity, findings)
+    consistency.check_summary(rec, rec.ledger, findings)
+    after = consistency.budget_ran_out(rec, findings)
+    history = [((r["noise_multiplier"], r["sample_rate"], r["steps"]), r["round"])
+               for r in checked if r["client"] == "server"]
+    consistency.check_blocked(rec, history, sigma, findings)
+    return checked, after
 
 
-def _read_ledger(path: Path, findings: list) -> list[dict]:
-    """The ledger file's lines (see `parse_ledger`), numbered from 1."""
-    if not path.exists():
-        return []
-    return parse_ledger(enumerate(path.read_text().splitlines(), start=1), findings)
-
-
-def parse_ledger(numbered_texts, findings: list) -> list[dict]:
-    """Ledger entries of `numbered_texts` [(number, JSON text), ...], each with its number as
-    "line"; identical repeats dropped (a device that crashed between writing a line and
-    marking it written repeats it: one release). A file's lines or a device store's rows."""
-    seen, out = set(), []
-    for number, text in numbered_texts:
-        if not text.strip():
-            continue
-        try:
-            line = json.loads(text)
-        except json.JSONDecodeError:
-            _fail(findings, "not a JSON line", number)
-            continue
-        if not isinstance(line, dict) or not REQUIRED <= set(line):
-            keys = set(line) if isinstance(line, dict) else set()
-            _fail(findings, f"not a ledger entry (missing {sorted(REQUIRED - keys)})", number)
-            continue
-        key = json.dumps(line, sort_keys=True)
-        if key in seen:
-            _fail(findings, "identical repeat of an earlier line (a crash artifact: counted "
-                            "once)", number, severity="note")
-            continue
-        seen.add(key)
-        out.append({**line, "line": number})
+def _first_names(lines: list[dict], owner: dict[str, str]) -> dict[str, str]:
+    """Pseudonym -> the first pseudonym its device (`owner`) used in the ledger: one name for
+    each client, whatever it rotated to."""
+    first: dict[str, str] = {}
+    out: dict[str, str] = {}
+    for line in lines:
+        key = owner.get(line["client"])
+        if key is not None:
+            out[line["client"]] = first.setdefault(key, line["client"])
     return out
 
 
@@ -158,57 +153,64 @@ def _valid(line: dict, p, findings: list, whose: str = "the run's") -> bool:
     return not bad
 
 
-def crosscheck(lines: list[dict], p, findings: list) -> list[dict]:
+def crosscheck(lines: list[dict], p, findings: list,
+               identity: dict[str, str] | None = None) -> list[dict]:
     """Each valid line with its independent ε (RDP and PLD) and relative differences; adds a
     finding per disagreement over TOLERANCE, decreasing ε, backward round and over-budget
-    release."""
+    release. A client's lines are those of its pseudonym and, by `identity` (pseudonym -> the
+    client's first pseudonym), of its other pseudonyms: one history, one cumulative ε."""
+    identity = identity or {}
     by_client: dict[str, list[dict]] = {}
     for line in lines:
         if p.mode == "user" and line["client"] != "server":
             _fail(findings, f"a user-level ledger line from {line['client']!r}: only the server "
                             "releases aggregates", line["line"])
             continue
-        by_client.setdefault(str(line["client"]), []).append(line)
+        name = str(line["client"])
+        by_client.setdefault(identity.get(name, name), []).append(line)
     out = []
     for client, client_lines in by_client.items():
-        history: list[tuple] = []
-        last_eps, last_round = -math.inf, -math.inf
-        for i, line in enumerate(client_lines):
-            if not _valid(line, p, findings):
-                continue
-            history.append((float(line["noise_multiplier"]), float(line["sample_rate"]),
-                            int(line["steps"])))
-            rdp = independent.rdp_epsilon(history, line["delta"])
-            # PLD is slow: every line of a `prv` ledger, else each client's last line
-            last = i == len(client_lines) - 1
-            pld = (independent.pld_epsilon(history, line["delta"], fine=p.accountant == "prv")
-                   if p.accountant == "prv" or last else None)
-            reference = rdp if p.accountant == "rdp" else pld
-            diff = abs(line["epsilon"] - reference) / max(reference, 1e-12)
-            slack = max(TOLERANCE * reference, PRV_ABSOLUTE if p.accountant == "prv" else 0.0)
-            row = {"client": client, "round": line["round"], "line": line["line"],
-                   "epsilon": line["epsilon"], "rdp": rdp, "pld": pld, "difference": diff,
-                   "noise_multiplier": line["noise_multiplier"],
-                   "sample_rate": line["sample_rate"], "steps": line["steps"]}
-            out.append(row)
-            if abs(line["epsilon"] - reference) > slack:
-                _fail(findings, f"ε {line['epsilon']:.4g} of client {client} in round "
-                                f"{line['round']} is not reproducible: dp-accounting "
-                                f"({'RDP' if p.accountant == 'rdp' else 'PLD'}) gives "
-                                f"{reference:.4g} ({diff:.1%} apart)", line["line"])
-            if line["epsilon"] < last_eps - 1e-12:
-                _fail(findings, f"ε of client {client} decreases in round {line['round']}",
-                      line["line"])
-            if line["round"] <= last_round:  # a resumed run redoes rounds: charged again
-                _fail(findings, f"client {client}: round {line['round']} again after round "
-                                f"{last_round} (a resumed run redoing rounds; charged again)",
-                      line["line"], severity="note")
-            spent = max(line["epsilon"], reference / (1 + ACCOUNTANTS_AGREE))
-            if spent > p.epsilon * (1 + 1e-9):
-                _fail(findings, f"client {client} released in round {line['round']} at ε "
-                                f"{spent:.4g} (ledger {line['epsilon']:.4g}, dp-accounting "
-                                f"{reference:.4g}), over its budget {p.epsilon:g}", line["line"])
-            last_eps, last_round = line["epsilon"], line["round"]
+        out += _crosscheck_client(client, client_lines, p, findings)
+    return out
+
+
+def _crosscheck_client(client: str, lines: list[dict], p, findings: list) -> list[dict]:
+    history: list[tuple] = []
+    out, last_eps, last_round = [], -math.inf, -math.inf
+    for i, line in enumerate(lines):
+        if not _valid(line, p, findings):
+            continue
+        history.append((float(line["noise_multiplier"]), float(line["sample_rate"]),
+                        int(line["steps"])))
+        rdp = independent.rdp_epsilon(history, line["delta"])
+        # PLD is slow: every line of a `prv` ledger, else each client's last line
+        last = i == len(lines) - 1
+        pld = (independent.pld_epsilon(history, line["delta"], fine=p.accountant == "prv")
+               if p.accountant == "prv" or last else None)
+        reference = rdp if p.accountant == "rdp" else pld
+        diff = abs(line["epsilon"] - reference) / max(reference, 1e-12)
+        name = line["client"]
+        out.append({"client": name, "identity": client, "round": line["round"],
+                    "line": line["line"], "epsilon": line["epsilon"], "rdp": rdp, "pld": pld,
+                    "difference": diff, "noise_multiplier": line["noise_multiplier"],
+                    "sample_rate": line["sample_rate"], "steps": line["steps"]})
+        if not mechanisms.reproduces(line["epsilon"], reference, p):
+            _fail(findings, f"ε {line['epsilon']:.4g} of client {name} in round "
+                            f"{line['round']} is not reproducible: dp-accounting "
+                            f"({'RDP' if p.accountant == 'rdp' else 'PLD'}) gives "
+                            f"{reference:.4g} ({diff:.1%} apart)", line["line"])
+        if line["epsilon"] < last_eps - 1e-12:
+            _fail(findings, f"ε of client {name} decreases in round {line['round']}",
+                  line["line"])
+        if line["round"] < last_round:  # a resumed run redoes rounds
+            _fail(findings, f"client {name}: round {line['round']} after round {last_round} (a "
+                            "resumed run redoing rounds)", line["line"], severity="note")
+        spent = max(line["epsilon"], reference / (1 + ACCOUNTANTS_AGREE))
+        if spent > p.epsilon * (1 + 1e-9):
+            _fail(findings, f"client {name} released in round {line['round']} at ε "
+                            f"{spent:.4g} (ledger {line['epsilon']:.4g}, dp-accounting "
+                            f"{reference:.4g}), over its budget {p.epsilon:g}", line["line"])
+        last_eps, last_round = line["epsilon"], line["round"]
     return out
 
 
@@ -226,19 +228,21 @@ def _crosscheck_summary(rows: list[dict], p) -> dict:
             "tolerance": TOLERANCE, "largest_differences": worst}
 
 
-def _spent(rows: list[dict], p, clients_total: int | None) -> dict:
+def _spent(rows: list[dict], p, clients_total: int | None, rec, after: int | None) -> dict:
     if not p.enabled:
         return {"unit": "off"}
     if p.mode == "user":
         by_round = [[r["round"], r["epsilon"], r["noise_multiplier"]] for r in rows
                     if r["client"] == "server"]
+        blocked = sum(r.get("budget_exhausted") is True for r in rec.rounds)
         return {"unit": "user", "epsilon": by_round[-1][1] if by_round else 0.0,
-                "budget": p.epsilon, "epsilon_by_round": by_round}
+                "budget": p.epsilon, "epsilon_by_round": by_round,
+                "budget_exhausted_after_round": after, "rounds_blocked_by_budget": blocked}
     final: dict[str, float] = {}
     by_round: dict[int, dict[str, float]] = {}
     for r in rows:
-        final[r["client"]] = r["epsilon"]
-        by_round.setdefault(r["round"], {})[r["client"]] = r["epsilon"]
+        final[r["identity"]] = r["epsilon"]
+        by_round.setdefault(r["round"], {})[r["identity"]] = r["epsilon"]
     values = np.array(list(final.values())) if final else np.zeros(0)
     at_cap = [c for c, rows_ in _histories(rows).items() if _would_exceed(rows_, p)]
     running: dict[str, float] = {}
@@ -255,13 +259,14 @@ def _spent(rows: list[dict], p, clients_total: int | None) -> dict:
         "epsilon_max": float(values.max()) if len(values) else 0.0,
         "clients_at_cap": len(at_cap), "epsilon_by_client": final,
         "epsilon_by_round": curve,  # [round, median, max] over clients released so far
+        "pseudonyms_rotated": sum(r["client"] != r["identity"] for r in rows),
     }
 
 
 def _histories(rows):
     out: dict[str, list] = {}
     for r in rows:
-        out.setdefault(r["client"], []).append((r["noise_multiplier"], r["sample_rate"],
+        out.setdefault(r["identity"], []).append((r["noise_multiplier"], r["sample_rate"],
                                                 r["steps"]))
     return out
 
@@ -270,57 +275,6 @@ def _would_exceed(history, p) -> bool:
     """A client is at its cap when one more release like its last would exceed the budget."""
     epsilon = (independent.rdp_epsilon if p.accountant == "rdp" else independent.pld_epsilon)
     return epsilon([*history, history[-1]], p.delta) > p.epsilon
-
-
-def _check_devices(run_dir: Path, rows: list[dict], findings: list) -> None:
-    """Where the run directory holds the simulated devices' stores (`clients/NNNNNN.sqlite`,
-    read with `fedrec.audit.device`), every release a device's own privacy account charged
-    must have its ledger line under the device's pseudonym — only the last may be missing, if
-    the device crashed before writing it. Stores without an account (devices that charged
-    nothing) are not counted."""
-    lines: dict[str, int] = {}
-    for r in rows:
-        lines[r["client"]] = lines.get(r["client"], 0) + 1
-    accounts, known, short = 0, set(), []
-    for path in device.store_paths(run_dir):
-        try:
-            with device.DeviceStoreReader(path) as store:
-                state = store.account()
-                if state is None:
-                    continue
-                accounts += 1
-                name = store.pseudonym()
-            if name is None:
-                raise device.DeviceStoreError(f"{path}: no pseudonym")
-            history = state.get("history", [])
-            last = state.get("last") or {}
-            expected = len(history) - (0 if last.get("logged", True) else 1)
-        except (device.DeviceStoreError, AttributeError, TypeError):
-            _fail(findings, f"{path.stem}: unreadable device account or identity")
-            continue
-        known.add(name)
-        if lines.get(name, 0) < expected:
-            short.append((name, len(history), lines.get(name, 0)))
-    if not accounts:
-        return
-    unknown = sorted(set(lines) - known)
-    for name in unknown:
-        _fail(findings, f"ledger client {name} is no device of this run (a rotated pseudonym, "
-                        "or a forged line)", severity="warning")
-    # a rotated device's earlier lines carry its old name: a shortfall they can cover is a
-    # warning, one they cannot is a failure
-    covered = sum(lines[n] for n in unknown)
-    missing = sum(charged - found for _, charged, found in short)
-    for name, charged, found in short:
-        _fail(findings, f"device {name} charged {charged} releases; the ledger has {found}",
-              severity="failure" if missing > covered else "warning")
-
-
-def _check_user_rounds(rows: list[dict], rounds: list[dict], findings: list) -> None:
-    charged = {r["round"] for r in rows if r["client"] == "server"}
-    for r in rounds:
-        if r.get("aggregated") and r["round"] not in charged:
-            _fail(findings, f"round {r['round']} was aggregated but has no ledger line")
 
 
 def _egress(run_dir: Path, egress_log: Path | None, findings: list) -> dict | None:
@@ -343,27 +297,22 @@ def _egress(run_dir: Path, egress_log: Path | None, findings: list) -> dict | No
     return summary
 
 
-def _clients_total(run_dir: Path) -> int | None:
-    for line in reversed(_read_jsonl(run_dir / "metrics.jsonl")):
-        if "users" in line:
+def _clients_total(metrics_lines: list[dict]) -> int | None:
+    """The population, where the run has no plan: the last evaluation's number of users."""
+    for line in reversed(metrics_lines):
+        if mechanisms.integer(line.get("users")):
             return int(line["users"])
     return None
 
 
-def _utility(run_dir: Path) -> dict | None:
-    path = run_dir / "metrics.json"
-    if not path.exists():
+def _utility(metrics: dict | None) -> dict | None:
+    if metrics is None:
         return None
-    final = json.loads(path.read_text())
-    return {k: final[k] for k in ("ndcg@10", "hr@10", "recall@20", "mrr@10") if k in final}
+    return {k: metrics[k] for k in ("ndcg@10", "hr@10", "recall@20", "mrr@10") if k in metrics}
 
 
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _integer(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+# shared with the device audit
+_number, _integer = mechanisms.number, mechanisms.integer
 
 
 def is_sweep(path: Path) -> bool:

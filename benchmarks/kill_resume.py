@@ -5,6 +5,9 @@ charges (a device charged in other rounds than uninterrupted), repeated (device,
 lines and audit verdicts.
 
     python benchmarks/kill_resume.py [--rounds 1 2 3] [--out benchmarks/results/kill_resume.md]
+    python benchmarks/kill_resume.py --from-log LOG   # the table from a run's printed rows
+
+("between-rounds" of the last round does not exist: the run finishes instead.)
 """
 
 from __future__ import annotations
@@ -25,7 +28,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/kill_resume.md")
+    parser.add_argument("--from-log", type=Path, help="rows printed by an earlier run")
     args = parser.parse_args()
+    if args.from_log:
+        rows = [json.loads(line) for line in args.from_log.read_text().splitlines()
+                if line.startswith("{")]
+        return write_table(rows, args.out)
 
     import os
 
@@ -47,6 +55,8 @@ def main() -> None:
     rows = []
     for round_ in args.rounds:
         for point in POINTS:
+            if point == "between-rounds" and round_ == dp_run().federation.rounds:
+                continue
             run = work / f"{point}-{round_}"
             kill_at(point, round_, dp_run(), run)
             simulate(None, run, resume=True, progress=False)
@@ -61,6 +71,11 @@ def main() -> None:
                          "audit": audit(run)["verdict"]})
             print(json.dumps(rows[-1]), flush=True)
     shutil.rmtree(work, ignore_errors=True)
+    write_table(rows, args.out)
+
+
+def write_table(rows: list[dict], out: Path) -> None:
+    from kill_points import POINTS
 
     table = ["| kill point | round | double charges | devices charged differently | "
              "repeated (device, round) lines | declines differ | audit |", "|---|---|---|---|---|---|---|"]
@@ -69,8 +84,8 @@ def main() -> None:
               f"{r['audit']} |" for r in rows]
     total = sum(r["double_charges"] for r in rows)
     table += ["", f"{len(rows)} kills at {len(POINTS)} distinct points; double charges found: {total}."]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(table) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(table) + "\n")
     print("\n".join(table))
 
 

@@ -73,12 +73,17 @@ def audit(
     else:
         raise ConfigError(f"{path}: no run directory or device store there")
     written = render(report, format, out or default_out)
-    failures = [f for r in report.get("runs", [report]) for f in r["findings"]
-                if f["severity"] == "failure"]
+    findings = [f for r in report.get("runs", [report]) for f in r["findings"]]
+    failures = [f for f in findings if f["severity"] == "failure"]
+    notes = sum(f["severity"] != "failure" for f in findings)
     typer.echo(f"verdict: {report['verdict'].upper()}" + (f" ({len(failures)} failures)"
-                                                           if failures else ""))
+                                                           if failures else "")
+               + (f"; {notes} notes and warnings in the report" if notes else ""))
     for f in failures[:10]:
         typer.echo(f"  - {f['what']}" + (f" (ledger line {f['line']})" if f["line"] else ""))
+    ran_out = (report.get("spent") or {}).get("budget_exhausted_after_round")
+    if ran_out is not None:
+        typer.echo(f"the federation's privacy budget ran out after round {ran_out}")
     typer.echo("wrote " + ", ".join(str(p) for p in written))
     if report["verdict"] == "fail":
         raise typer.Exit(1)

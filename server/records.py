@@ -176,11 +176,14 @@ def privacy_summary(run_dir: Path) -> dict:
     elif cfg.mode == "user":
         summary["epsilon"] = latest.get("server", 0.0)
         blocked = [r["round"] for r in rounds if r.get("budget_exhausted")]
-        if blocked:  # later rounds found the budget spent: nothing after was aggregated
-            summary["budget_exhausted_after_round"] = max(
-                (r["round"] for r in rounds if r["aggregated"] and r["round"] < blocked[0]),
-                default=0)
+        if blocked:
+            # a round whose reporting clients' aggregate would overspend is blocked; with
+            # dropouts a later, fuller round may still fit. The budget ran out once every
+            # round after the last aggregated one was blocked.
             summary["rounds_blocked_by_budget"] = len(blocked)
+            if rounds[-1].get("budget_exhausted"):
+                summary["budget_exhausted_after_round"] = max(
+                    (r["round"] for r in rounds if r["aggregated"]), default=0)
         sigmas = [line["noise_multiplier"] for line in ledger]
         summary["noise_multiplier_range"] = [min(sigmas), max(sigmas)] if sigmas else None
     else:

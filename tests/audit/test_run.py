@@ -2,13 +2,30 @@
 dp-accounting, tampered ledgers caught, reports that render."""
 
 import json
+import sqlite3
+import sys
+from pathlib import Path
 
 import pytest
 
 from fedrec.audit.report import render
 from fedrec.audit.run import audit, audit_sweep, is_sweep
 from fedrec.client.store import DeviceStore
-from fedrec.common import config, crosscheck, privacy
+from fedrec.common import crosscheck, privacy
+
+sys.path.insert(0, str(Path(__file__).parent))
+from handmade import (  # noqa: E402
+    BUDGET,
+    RELEASE,
+    USER_RELEASE,
+    failures,
+    finish,
+    ledger,
+    make_run,
+    make_user_run,
+    notes,
+    write,
+)
 
 
 def test_independent_accountant_reproduces_published_values():
@@ -33,63 +50,6 @@ def test_independent_rdp_agrees_with_the_runs_accountant(history):
         privacy.epsilon(history, 1e-5, "rdp"), rel=0.01)
     assert crosscheck.pld_epsilon(history, 1e-5) == pytest.approx(
         privacy.epsilon(history, 1e-5, "prv"), rel=0.05)
-
-
-BUDGET = 3.0
-RELEASE = (2.5, 0.5, 4)  # σ, q, steps of every release: ε 2.10, 2.93, 3.59 after 1, 2, 3
-USER_RELEASE = (2.5, 1.0, 1)  # one aggregate of all 10 clients (q = m/N = 1): ε 1.69, 2.48
-
-
-def make_run(tmp_path, mode="record", clients=3, releases=2, devices=False, accountant="rdp",
-             sigma=None):
-    """A run directory as `fedrec simulate` leaves it, with a ledger written by the real
-    accountant: `clients` devices with `releases` releases each (record), or one server
-    line per round (user)."""
-    run = tmp_path / "run"
-    (run / "privacy").mkdir(parents=True)
-    release = RELEASE if mode == "record" else USER_RELEASE
-    if sigma is not None:
-        release = (sigma, *release[1:])
-    cfg = config.RunConfig(dataset="synthetic")  # 2 local epochs: q = 1/2 means 4 steps
-    cfg.privacy = privacy.PrivacyConfig(mode=mode, epsilon=BUDGET, delta=1e-5,
-                                        noise_multiplier=release[0], accountant=accountant)
-    config.save(cfg, run / "config.toml")
-    names = [f"c-{i:016x}" for i in range(clients)] if mode == "record" else ["server"]
-    rounds = []
-    for i, name in enumerate(names):
-        store = None
-        if devices and mode == "record":  # the simulated device's store: account, ledger, name
-            store = DeviceStore(run / "clients" / f"{i:06d}.sqlite", fsync=False)
-            name = store.pseudonym()
-        for r in range(1, releases + 1):
-            eps = privacy.epsilon([release] * r, 1e-5, accountant)
-            line = privacy.Release(mode, name, r, *release, 1.0, 1e-5, accountant, eps)
-            privacy.append_release(run / "privacy" / "ledger.jsonl", line)
-            if store is not None:
-                store.append_release(line)
-        if store is not None:
-            store.write_account({"history": [[*release, r] for r in range(1, releases + 1)],
-                                 "last": {"round": releases, "logged": True}})
-            store.close()
-    for r in range(1, releases + 1):
-        rounds.append({"round": r, "aggregated": True})
-    (run / "rounds.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rounds))
-    (run / "metrics.jsonl").write_text(json.dumps({"round": releases, "users": 10,
-                                                   "ndcg@10": 0.05}) + "\n")
-    (run / "metrics.json").write_text(json.dumps({"ndcg@10": 0.05}))
-    return run
-
-
-def ledger(run):
-    return [json.loads(t) for t in (run / "privacy" / "ledger.jsonl").read_text().splitlines()]
-
-
-def write(run, lines):
-    (run / "privacy" / "ledger.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-
-
-def failures(report):
-    return [f["what"] for f in report["findings"] if f["severity"] == "failure"]
 
 
 def test_an_honest_record_level_run_passes_and_reports_the_spend(tmp_path):
@@ -231,9 +191,17 @@ def test_a_deleted_last_line_is_caught_against_the_devices_accounts(tmp_path):
     run = make_run(tmp_path, devices=True)
     assert audit(run)["verdict"] == "pass"
     write(run, ledger(run)[:-1])  # client 2's last release: nothing after it to disagree
-    assert any("charged 2 releases; the ledger has 1" in f for f in failures(audit(run)))
+    found = failures(audit(run))
+    assert "device 000002 row 2 (round 2) is missing from the run's ledger" in found
+    assert any("metrics.json's privacy.releases = 6; the run's records give 5" in f
+               for f in found)
+    finish(run)  # metrics.json rewritten to match: the device's own ledger still disagrees
+    assert "device 000002 row 2 (round 2) is missing from the run's ledger" in failures(
+        audit(run))
     write(run, [])
-    assert any("has no valid ledger line" in f for f in failures(audit(run)))
+    found = failures(audit(run))
+    assert "has no valid ledger line" in " ".join(found)
+    assert sum("is missing from the run's ledger" in f for f in found) == 6
 
 
 def test_device_stores_are_read_read_only_and_odd_ones_are_findings(tmp_path):
@@ -245,14 +213,20 @@ def test_device_stores_are_read_read_only_and_odd_ones_are_findings(tmp_path):
         state = store.read_account()
         state["last"]["logged"] = False
         store.write_account(state)
+    with sqlite3.connect(stores[2]) as db:
+        db.execute("DELETE FROM releases WHERE seq = (SELECT MAX(seq) FROM releases)")
     write(run, ledger(run)[:-1])
-    assert audit(run)["verdict"] == "pass"
+    finish(run)
+    report = audit(run)
+    assert report["verdict"] == "pass", failures(report)
+    assert any("device 000002: the last charge (round 2) has no ledger line yet" in f["what"]
+               for f in report["findings"] if f["severity"] == "note")
     assert [p.read_bytes() for p in stores[:2]] == before[:2]  # the audit changed nothing
     # a store without an account (a device that charged nothing) is not a device to check
     DeviceStore(run / "clients" / "000003.sqlite", fsync=False).close()
     assert audit(run)["verdict"] == "pass"
     (run / "clients" / "000004.sqlite").write_text("not a database")
-    assert "000004: unreadable device account or identity" in failures(audit(run))
+    assert any(f.startswith("device 000004: unreadable store") for f in failures(audit(run)))
 
 
 def test_an_edited_sigma_with_a_recomputed_epsilon_is_caught(tmp_path):
@@ -294,3 +268,88 @@ def test_an_honest_prv_ledger_with_small_epsilon_passes(tmp_path):
     report = audit(run)
     assert report["verdict"] == "pass", failures(report)
     assert report["spent"]["epsilon_max"] < 1.0  # where ±0.002 of PRV is over 0.2 %
+
+
+def test_user_level_dropouts_in_every_round_pass(tmp_path):
+    # every round lost clients, so every logged σ is below the plan's: σ·√(m′/m)
+    run = make_user_run(tmp_path, reported=[9, 7, 8], epsilon=8.0)
+    rounds = [json.loads(t) for t in (run / "rounds.jsonl").read_text().splitlines()]
+    sigma = json.loads((run / "plan.json").read_text())["privacy"]["noise_multiplier"]
+    assert all(x["noise_multiplier"] < sigma for x in ledger(run))
+    report = audit(run)
+    assert report["verdict"] == "pass", failures(report)
+    assert report["promise"]["noise_multiplier"] == sigma
+    assert [r[0] for r in report["spent"]["epsilon_by_round"]] == [
+        r["round"] for r in rounds if r["aggregated"]]
+
+
+def test_user_level_sigma_must_match_the_clients_that_reported(tmp_path):
+    run = make_user_run(tmp_path, reported=[9, 7, 8], epsilon=8.0)
+    rounds = {r["round"]: r for r in map(json.loads,
+                                         (run / "rounds.jsonl").read_text().splitlines())}
+    lines = ledger(run)
+    target = lines[-1]
+    reported = rounds[target["round"]]["completed"]
+    # the σ of one more reporting client, ε recomputed to match
+    target["noise_multiplier"] *= ((reported + 1) / reported) ** 0.5
+    history = [(x["noise_multiplier"], x["sample_rate"], 1) for x in lines]
+    for i, line in enumerate(lines):
+        line["epsilon"] = privacy.epsilon(history[:i + 1], 1e-5)
+    write(run, lines)
+    assert any(f"round {target['round']}: σ" in f
+               and f"the {reported} of 10 clients rounds.jsonl says reported" in f
+               for f in failures(audit(run)))
+
+
+def test_a_budget_that_ran_out_is_said_and_checked(tmp_path, html_outline):
+    # σ is planned for 4 full rounds: the dropouts of round 2 spend faster, so round 4 would
+    # overspend and is blocked
+    run = make_user_run(tmp_path, reported=[10, 8, 10, 10], epsilon=3.0)
+    rounds = [json.loads(t) for t in (run / "rounds.jsonl").read_text().splitlines()]
+    blocked = [r["round"] for r in rounds if r["budget_exhausted"]]
+    assert blocked and all(not r["aggregated"] for r in rounds if r["round"] >= blocked[0])
+    after = blocked[0] - 1
+    report = audit(run)
+    assert report["verdict"] == "pass", failures(report)
+    assert report["spent"]["budget_exhausted_after_round"] == after
+    assert report["spent"]["rounds_blocked_by_budget"] == len(blocked)
+    assert any(f"budget ε = 3 ran out after round {after}: the {len(blocked)} round(s) after it "
+               "were not aggregated" in n for n in notes(report))
+    text = render(report, "md", run / "report.md")[0].read_text()
+    assert f"**The budget ran out after round {after}**" in text
+    # metrics.json saying otherwise contradicts rounds.jsonl
+    metrics = json.loads((run / "metrics.json").read_text())
+    if "budget_exhausted_after_round" in metrics["privacy"]:  # the server says it too
+        assert metrics["privacy"]["budget_exhausted_after_round"] == after
+    metrics["privacy"]["budget_exhausted_after_round"] = after + 1
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert any(f"metrics.json says the budget ran out after round {after + 1}" in f
+               for f in failures(audit(run)))
+
+
+def test_a_round_blocked_with_budget_to_spare_is_caught(tmp_path):
+    # round 2 recorded as blocked, its release taken out and round 3's ε made to match
+    run = make_user_run(tmp_path, reported=[10, 10, 10], epsilon=8.0)
+    rounds = [json.loads(t) for t in (run / "rounds.jsonl").read_text().splitlines()]
+    first, _, third = ledger(run)
+    third["epsilon"] = privacy.epsilon([(first["noise_multiplier"], first["sample_rate"], 1)]
+                                       * 2, 1e-5)
+    rounds[1].update(aggregated=False, budget_exhausted=True, epsilon=first["epsilon"])
+    rounds[2].update(epsilon=third["epsilon"])
+    (run / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rounds))
+    write(run, [first, third])
+    finish(run)
+    found = failures(audit(run))
+    assert any("round 2 was blocked as over budget, but its aggregate of 10 clients would "
+               "have spent only" in f for f in found), found
+
+
+def test_a_round_blocked_before_one_that_fitted_is_no_end_of_the_budget(tmp_path):
+    # 9 then 7 reporting clients: round 2's aggregate would overspend, round 3's (8) fits
+    run = make_user_run(tmp_path, reported=[9, 7, 8], epsilon=8.0)
+    rounds = [json.loads(t) for t in (run / "rounds.jsonl").read_text().splitlines()]
+    assert [r["aggregated"] for r in rounds] == [True, False, True]
+    report = audit(run)
+    assert report["verdict"] == "pass", failures(report)
+    assert report["spent"]["budget_exhausted_after_round"] is None
+    assert any(n.startswith("round(s) 2 were not aggregated") for n in notes(report))

@@ -85,3 +85,27 @@ def test_a_run_killed_anywhere_resumes_without_charging_a_device_twice(
     assert report["verdict"] == "pass", report["findings"]
     # no device refused a redone round as a second release: it declined where it did anyway
     assert declined(run) == declines
+
+
+def test_a_user_level_round_redone_after_its_charge_is_charged_twice_and_audited(home, tmp_path):
+    """The server charged round 2's aggregate, then died before its checkpoint: the resumed run
+    redoes round 2 with new clients and new secret noise, a second release, and the ledger
+    accounts both; the audit passes with a note."""
+    from fedrec.audit.run import audit
+
+    cfg = dp_run()
+    cfg.privacy = replace(cfg.privacy, mode="user", epsilon=20.0, max_grad_norm=0.5)
+    run = tmp_path / "run"
+    kill_at("before-checkpoint", KILLED_IN, cfg.validate(), run)
+    simulate(None, run, resume=True, progress=False)
+    lines = privacy.read_ledger(run / "privacy" / "ledger.jsonl")
+    # σ spends ε = 20 over the 3 planned aggregates: the redone one uses up round 3's share
+    assert [line["round"] for line in lines] == [1, 2, 2]
+    epsilons = [line["epsilon"] for line in lines]
+    assert epsilons[0] < epsilons[1] < epsilons[2] <= 20.0  # each charged on top
+    last = json.loads((run / "rounds.jsonl").read_text().splitlines()[-1])
+    assert last["round"] == 3 and last["budget_exhausted"] and not last["aggregated"]
+    report = audit(run)
+    assert report["verdict"] == "pass", report["findings"]
+    assert any("released twice" in f["what"] and f["severity"] == "note"
+               for f in report["findings"])
