@@ -257,7 +257,12 @@ def _read(
     table = _read_parquet(path) if path.suffix == ".parquet" else _read_csv(path, fast)
     names = [str(c).strip().lstrip("\ufeff") for c in table.frame.columns]
     if path.suffix != ".parquet":
-        names = [c.strip() for c in _csv_header(path)] or names
+        header = [c.strip() for c in _csv_header(path)]
+        if header and len(header) != len(names):  # e.g. a stray carriage return splits a line
+            raise DataError(path, f"the header line has {len(header)} fields but the rows are "
+                            f"read as {len(names)} columns: expected one header line of column "
+                            "names separated by commas", line=1)
+        names = header or names
     repeated = sorted({c for c in names if names.count(c) > 1})
     if repeated:
         raise DataError(path, f"repeated column name(s) {', '.join(repeated)}", line=1)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fedrec.common.data import files, synthetic
@@ -236,6 +236,7 @@ CSV_TEXT = st.lists(st.sampled_from(CSV_TOKENS), max_size=60).map("".join)
     header=st.sampled_from(["", "user,item,timestamp,rating\n", "item,text,title\n", "user,age\n"]),
     body=st.one_of(CSV_TEXT, st.text(max_size=40), st.binary(max_size=40)),
 )
+@example(which="interactions.csv", header="", body="\r,u")  # header read as 2 fields, rows as 1
 def test_garbage_never_crashes_with_anything_but_data_error(which, header, body):
     contents = {
         "items.csv": "item,text\ni1,One.\ni2,Two.\n",
