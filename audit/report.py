@@ -209,7 +209,9 @@ def _run_markdown(r: dict, images: dict[str, str], level: int) -> list[str]:
                 f"group of users sharing them has k = {a['k']} (target {a['k_target']}), "
                 f"{a['unique']} users unique."]
     if r["utility"]:
-        out += ["", f"Utility of the final model: NDCG@10 = {r['utility'].get('ndcg@10', 0):.4f}."]
+        ndcg = r["utility"].get("ndcg@10")
+        out += ["", "Utility of the final model: NDCG@10 = "
+                + (f"{ndcg:.4f}." if isinstance(ndcg, (int, float)) else "— (not evaluated).")]
     out += _findings_markdown(r["findings"], h)
     out += ["", f"{h}# Caveats", "", *[f"- {c}" for c in CAVEATS]]
     return out

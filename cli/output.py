@@ -10,8 +10,10 @@ def format_table(rows: list[dict], columns: list[str], first: str = "model") -> 
     """A plain-text table: one row per dict, `first` then `columns`; floats with 4 decimals."""
 
     def cell(value) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "—"  # null in a run's files: nothing to average (no users, no loss)
         if isinstance(value, float):
-            return "nan" if math.isnan(value) else f"{value:.4f}"
+            return f"{value:.4f}"
         return str(value)
 
     header = [first, *columns]

@@ -23,7 +23,7 @@ import numpy as np
 from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
 
-from fedrec.client.budget import Charge, PrivacyAccount, digest
+from fedrec.client.budget import AlreadyCharged, Charge, OverBudget, PrivacyAccount, digest
 from fedrec.client.device import Device, open_device
 from fedrec.common import privacy, wire
 from fedrec.common.config import FederationConfig
@@ -140,9 +140,10 @@ class FedRecClient(NumPyClient):
         personal = store.personal.load(before_round=round_)
         mechanism = dp.plan(user_data, plan.config.train, p, plan.federation.local_epochs)
         # a replay must see exactly the same inputs, else the same noise would cover new data
+        catalog = self.device.catalog()
         inputs = digest([*parameters, user_data.train_items, *(personal or {}).values(),
-                         np.array([mechanism.sample_rate, mechanism.steps, p.window,
-                                   p.negatives, p.max_grad_norm])])
+                         np.asarray(catalog), np.array([mechanism.sample_rate, mechanism.steps,
+                                                        p.window, p.negatives, p.max_grad_norm])])
         charge = account.find(round_, inputs, run)
         if charge is None:
             if mechanism.records == 0:
@@ -156,10 +157,14 @@ class FedRecClient(NumPyClient):
                 p.planned_rounds * mechanism.steps, p.accountant)
             if account.would_spend(sigma, mechanism.sample_rate, mechanism.steps) > account.budget:
                 return parameters, 0, {"declined": 1}
-            charge = account.charge(round_, inputs, sigma, mechanism.sample_rate,
-                                    mechanism.steps, run, self._ledger_line, keep_from)
+            store.pseudonym()  # named before the charge's transaction, which writes its line
+            try:
+                charge = account.charge(round_, inputs, sigma, mechanism.sample_rate,
+                                        mechanism.steps, run, self._ledger_line, keep_from)
+            except (AlreadyCharged, OverBudget):  # another process charged meanwhile
+                return parameters, 0, {"declined": 1}
         shared, personal, history = dp.fit_private(
-            plan.model, plan.config.train, p, self.device.catalog(), parameters, personal,
+            plan.model, plan.config.train, p, catalog, parameters, personal,
             user_data, plan.federation.local_epochs, charge.noise_multiplier, charge.seed,
         )
         expected = [(charge.noise_multiplier, charge.sample_rate, charge.steps)]

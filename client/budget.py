@@ -52,6 +52,14 @@ class Charge:
     replay: bool  # True if this round was charged before (a retry): nothing new is spent
 
 
+class AlreadyCharged(ValueError):
+    """This device already released an update in this round of this run."""
+
+
+class OverBudget(ValueError):
+    """This release would take the device's ε over its budget."""
+
+
 class PrivacyAccount:
     """Record-level accountant of one device, persisted in `store` (a
     `fedrec.client.store.DeviceStore`: `read_account`, `write_account`, `append_release` and
@@ -63,11 +71,13 @@ class PrivacyAccount:
     def __init__(self, store, delta: float, accountant: str = "rdp",
                  budget: float | None = None):
         self.store = store
-        self.delta, self.accountant = delta, accountant
-        state = store.read_account() or {}
+        self.delta, self.accountant, self.requested_budget = delta, accountant, budget
+        self._load(store.read_account() or {})
+
+    def _load(self, state: dict) -> None:
         recorded = state.get("epsilon_max")
-        self.budget: float | None = min((b for b in (budget, recorded) if b is not None),
-                                        default=None)
+        self.budget: float | None = min(
+            (b for b in (self.requested_budget, recorded) if b is not None), default=None)
         self.noise_multiplier: float | None = state.get("noise_multiplier")
         self.history: list[list] = state.get("history", [])  # [σ, q, steps, round]
         self.last: dict | None = state.get("last")
@@ -88,10 +98,14 @@ class PrivacyAccount:
         return privacy.epsilon([tuple(h[:3]) for h in self.history] + extra, self.delta,
                                self.accountant)
 
+    def _charged(self, round_: int, run: str) -> dict | None:
+        # a charge of a fedrec before run names (key "/round") belongs to any run
+        return self.charges.get(_key(run, round_)) or self.charges.get(_key("", round_))
+
     def find(self, round_: int, inputs: str, run: str = "") -> Charge | None:
         """The charge of an earlier attempt at this exact release (same run, round and inputs
         digest), to replay, if any."""
-        last = self.charges.get(_key(run, round_))
+        last = self._charged(round_, run)
         if last and last["digest"] == inputs and last.get("seed") is not None:
             return Charge(round_, last["noise_multiplier"], last["sample_rate"], last["steps"],
                           last["epsilon"], last["seed"], replay=True)
@@ -100,7 +114,7 @@ class PrivacyAccount:
     def released(self, round_: int, run: str = "") -> bool:
         """Whether this device already released an update in round `round_` of `run` (and so
         must not release a different one: `find` is the only way to repeat it)."""
-        return _key(run, round_) in self.charges
+        return self._charged(round_, run) is not None
 
     def charge(self, round_: int, inputs: str, sigma: float, sample_rate: float, steps: int,
                run: str = "", line=None, keep_from: int | None = None) -> Charge:
@@ -108,29 +122,36 @@ class PrivacyAccount:
         fresh secret seed for the noise and sampling, before anything is trained. `line`: a
         function of the `Charge` giving the device's ledger line (`fedrec.common.privacy.
         Release`), written in the same transaction. `keep_from`: the server's last checkpoint
-        round; every other seed (earlier rounds, other runs) can no longer be replayed and is
-        dropped."""
-        if self.released(round_, run):
-            raise ValueError(f"round {round_} of run {run!r} is already charged on this device")
-        epsilon = self.would_spend(sigma, sample_rate, steps)
-        seed = secrets.randbits(62)
-        charge = Charge(round_, sigma, sample_rate, steps, epsilon, seed, replay=False)
-        self.noise_multiplier = self.noise_multiplier or sigma
-        self.history.append([sigma, sample_rate, steps, round_])
-        self.last = {"run": run, "round": round_, "digest": inputs, "noise_multiplier": sigma,
-                     "sample_rate": sample_rate, "steps": steps, "epsilon": epsilon,
-                     "seed": seed, "logged": line is not None}
-        if keep_from is not None:  # only this run's rounds after its checkpoint can be redone
-            for key, entry in self.charges.items():
-                other, _, done = key.rpartition("/")
-                if other != run or int(done) <= keep_from:
-                    entry["seed"] = None
-        self.charges[_key(run, round_)] = self.last
-        entry = line(charge) if line is not None else None
+        round; the seeds of this run's rounds up to it can no longer be replayed and are
+        dropped (another run's seeds stay: that run may still resume).
+
+        The account is read again inside the write's transaction (another process — the same
+        device in another federation — may have charged meanwhile): `AlreadyCharged` if this
+        round is charged by then, `OverBudget` if this charge no longer fits the budget."""
         with self.store.transaction():
+            self._load(self.store.read_account() or {})
+            if self.released(round_, run):
+                raise AlreadyCharged(f"round {round_} of run {run!r} is already charged on "
+                                     "this device")
+            epsilon = self.would_spend(sigma, sample_rate, steps)
+            if self.budget is not None and epsilon > self.budget:
+                raise OverBudget(f"ε would be {epsilon:.4g} > the budget {self.budget:g}")
+            seed = secrets.randbits(62)
+            charge = Charge(round_, sigma, sample_rate, steps, epsilon, seed, replay=False)
+            self.noise_multiplier = self.noise_multiplier or sigma
+            self.history.append([sigma, sample_rate, steps, round_])
+            self.last = {"run": run, "round": round_, "digest": inputs,
+                         "noise_multiplier": sigma, "sample_rate": sample_rate, "steps": steps,
+                         "epsilon": epsilon, "seed": seed, "logged": line is not None}
+            if keep_from is not None:  # only this run's rounds after its checkpoint can be redone
+                for key, entry in self.charges.items():
+                    other, _, done = key.rpartition("/")
+                    if other == run and int(done) <= keep_from:
+                        entry["seed"] = None
+            self.charges[_key(run, round_)] = self.last
             self._save()
-            if entry is not None:
-                self.store.append_release(entry)
+            if line is not None:
+                self.store.append_release(line(charge))
         return charge
 
     def mark_logged(self) -> None:

@@ -14,6 +14,7 @@ finishes. A simulation and a deployment write the same files.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 from pathlib import Path
@@ -101,6 +102,7 @@ class Recorder:
         with open(self.run_dir / name, "a") as fh:
             fh.write(dumps(record) + "\n")
             fh.flush()
+            os.fsync(fh.fileno())  # on disk before the round's checkpoint is
 
 
 def finish(run_dir: Path, seconds: float, engine_name: str = "") -> dict:

@@ -91,9 +91,13 @@ def run_on_ray(server_app, client_app, num_supernodes: int, run_config: dict,
     TaskIdentity.node_id = SUPERLINK_NODE_ID
     context = Context(run_id=run.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
                       state=RecordDict(), run_config=dict(run_config))
+    _check_loopback()
     init_args = backend_config.setdefault("init_args", {})
-    # short: Ray's socket paths under it must fit the 107 bytes of a Unix socket name
-    session = None if "_temp_dir" in init_args else tempfile.mkdtemp(prefix="fedrec-ray-")
+    # short: Ray's socket paths under it must fit the 107 bytes of a Unix socket name (the
+    # platform's temporary directory can be long, e.g. on macOS); Ray's own default is /tmp
+    base = os.environ.get("RAY_TMPDIR") or ("/tmp" if os.path.isdir("/tmp") else None)
+    session = (None if "_temp_dir" in init_args
+               else tempfile.mkdtemp(prefix="fedrec-ray-", dir=base))
     init_args.setdefault("_temp_dir", session)
     try:
         _run_simulation(num_supernodes=num_supernodes,
@@ -108,6 +112,19 @@ def run_on_ray(server_app, client_app, num_supernodes: int, run_config: dict,
             if ray.is_initialized():
                 ray.shutdown()
             shutil.rmtree(session, ignore_errors=True)
+
+
+def _check_loopback() -> None:
+    """Ray reads whether it may serve other machines once, when it is imported: refuse to start
+    it open when it was imported before `configure_environment` bound it to the loopback."""
+    from ray._private import ray_constants
+
+    if ray_constants.ENABLE_RAY_CLUSTER and os.environ.get(
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "1":
+        raise RuntimeError("Ray was imported before fedrec could bind it to 127.0.0.1, so it "
+                           "would listen on every interface: start the simulation in a fresh "
+                           "process, or set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 to open it "
+                           "deliberately")
 
 
 def patch_message_sweep() -> bool:

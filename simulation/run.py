@@ -225,7 +225,7 @@ def postfix(fit: dict, last_metrics: dict | None) -> dict:
     if fit["failed"]:
         post["failed"] = fit["failed"]
     if last_metrics is not None:
-        post["ndcg@10"] = f"{last_metrics['ndcg@10']:.4f}"
+        post["ndcg@10"] = f"{number(last_metrics['ndcg@10']):.4f}"
     if (loss := number(fit["train_loss"])) == loss:  # null: no client reported a loss
         post["loss"] = f"{loss:.3f}"
     if "epsilon" in fit:  # user-level DP: the federation's ε so far

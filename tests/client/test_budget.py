@@ -45,6 +45,40 @@ def test_charges_persist_and_compose(store):
         again.charge(1, "zz", 1.0, 0.5, 4)
 
 
+def test_a_charge_rereads_the_account_so_a_concurrent_charge_is_never_overwritten(store):
+    """Two federations on one device read the account, then both charge: the second sees the
+    first (inside its transaction) and neither loses the other's charge nor its budget."""
+    from fedrec.client.budget import AlreadyCharged, OverBudget
+
+    a = PrivacyAccount(store, delta=1e-5, budget=100.0)
+    b = PrivacyAccount(store, delta=1e-5, budget=100.0)
+    a.charge(1, "aa", 1.0, 0.5, 4, run="A")
+    b.charge(1, "bb", 1.0, 0.5, 4, run="B")  # stale view of the account: re-read, kept both
+    assert [h[3] for h in PrivacyAccount(store, delta=1e-5).history] == [1, 1]
+    stale = PrivacyAccount(store, delta=1e-5, budget=100.0)
+    PrivacyAccount(store, delta=1e-5).charge(2, "cc", 1.0, 0.5, 4, run="A")
+    with pytest.raises(AlreadyCharged):
+        stale.charge(2, "dd", 1.0, 0.5, 4, run="A")
+    fits_one_more = PrivacyAccount(store, delta=1e-5).would_spend(1.0, 0.5, 4) + 1e-9
+    tight = PrivacyAccount(store, delta=1e-5, budget=fits_one_more)
+    PrivacyAccount(store, delta=1e-5).charge(3, "ee", 1.0, 0.5, 4, run="B")
+    with pytest.raises(OverBudget):
+        tight.charge(3, "ff", 1.0, 0.5, 4, run="A")
+    assert len(PrivacyAccount(store, delta=1e-5).history) == 4
+
+
+def test_a_charge_of_a_fedrec_without_run_names_is_replayed_by_the_resumed_run(store):
+    store.write_account({"unit": "record", "delta": 1e-5, "accountant": "rdp",
+                         "epsilon_max": None, "noise_multiplier": 1.0,
+                         "history": [[1.0, 0.5, 4, 6]],
+                         "last": {"round": 6, "digest": "in6", "noise_multiplier": 1.0,
+                                  "sample_rate": 0.5, "steps": 4, "epsilon": 1.0, "seed": 7,
+                                  "logged": True}})
+    account = PrivacyAccount(store, delta=1e-5)
+    assert account.find(6, "in6", run="0123abcd").seed == 7  # the upgraded server's run name
+    assert account.released(6, run="0123abcd")
+
+
 def test_a_resumed_run_replays_every_redone_round_and_seeds_are_dropped_when_done(store):
     """Charged in rounds 6 and 7, then the server resumes from its checkpoint of round 5:
     round 6 replays (the account kept more than its last charge)."""
@@ -55,11 +89,12 @@ def test_a_resumed_run_replays_every_redone_round_and_seeds_are_dropped_when_don
     assert again.find(6, "in6", "r1").seed == six.seed
     assert again.find(7, "in7", "r1").seed == seven.seed
     assert again.find(6, "in6", "r2") is None and not again.released(6, "r2")  # another run
+    again.charge(3, "in3", 1.0, 0.5, 4, run="r2", keep_from=0)  # another run's charge
     again.charge(9, "in9", 1.0, 0.5, 4, run="r1", keep_from=7)  # the server checkpointed 7
     assert again.find(6, "in6", "r1") is None and again.released(6, "r1")  # seed deleted
-    assert "seed" in store.read_account()["charges"]["r1/9"]
-    assert all(c["seed"] is None for k, c in store.read_account()["charges"].items()
-               if k != "r1/9")
+    charges = store.read_account()["charges"]
+    assert charges["r1/9"]["seed"] is not None and charges["r2/3"]["seed"] is not None
+    assert charges["r1/6"]["seed"] is None and charges["r1/7"]["seed"] is None
 
 
 def test_a_charge_and_its_ledger_line_are_one_write_to_the_store(store, monkeypatch):
