@@ -20,11 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "simulation"))
 
 COMMON = ["--dataset", "small", "--rounds", "6", "--clients-per-round", "20"]
 SETTINGS = {
@@ -68,7 +69,7 @@ def run_setting(name: str, run: Path) -> None:
 def kill_after(args: list[str], run: Path, rounds: int) -> None:
     """Start `fedrec ARGS` and SIGKILL it, and every process it started, once rounds.jsonl
     holds `rounds` lines."""
-    import psutil
+    from kill_points import kill_tree
 
     proc = subprocess.Popen([sys.executable, "-m", "fedrec.cli", *args],
                             start_new_session=True, stdout=subprocess.DEVNULL,
@@ -78,15 +79,7 @@ def kill_after(args: list[str], run: Path, rounds: int) -> None:
         if proc.poll() is not None:
             raise RuntimeError("the run ended before it could be killed")
         time.sleep(0.05)
-    tree = psutil.Process(proc.pid).children(recursive=True)
-    os.killpg(proc.pid, signal.SIGKILL)
-    for child in tree:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(tree, timeout=30)
-    proc.wait()
+    kill_tree(proc)
 
 
 def audit(run: Path) -> dict:

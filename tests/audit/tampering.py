@@ -742,3 +742,15 @@ def _edits() -> list[Edit]:
 
 
 EDITS = _edits()
+
+
+def failures(run: Path) -> list[str]:
+    """The audit's failures; a run it refuses (exit code 2) is one failure."""
+    from fedrec.audit.run import audit
+    from fedrec.common.errors import FedrecError
+
+    try:
+        report = audit(run)
+    except FedrecError as exc:
+        return [f"refused: {exc}"]
+    return [f["what"] for f in report["findings"] if f["severity"] == "failure"]

@@ -1,5 +1,6 @@
 """Kill a simulation with SIGKILL at a named point of a round, for the kill-and-resume tests
-(tests/simulation/test_resume.py) and benchmarks/kill_resume.py.
+(tests/simulation/test_resume.py) and benchmarks/kill_resume.py; `kill_tree` for any run
+started as a process group.
 
     python kill_points.py POINT ROUND CONFIG RUN
 
@@ -94,6 +95,23 @@ def _patch(point: str, round_: int, run: Path) -> None:
 _current_round = [0]
 
 
+def kill_tree(proc) -> None:
+    """SIGKILL a run started with `start_new_session=True` and every process it started (Ray's
+    workers leave its process group, and an orphaned worker would go on writing client state
+    during the resume)."""
+    import psutil
+
+    tree = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, signal.SIGKILL)
+    for child in tree:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(tree, timeout=30)
+    proc.wait()
+
+
 def kill_at(point: str, round_: int, cfg, run: Path, timeout: float = 600.0) -> None:
     """Run `cfg` into `run` in a child process and SIGKILL it at `point` of round `round_`."""
     from fedrec.common import config
@@ -113,8 +131,7 @@ def kill_at(point: str, round_: int, cfg, run: Path, timeout: float = 600.0) -> 
                                  f"{proc.stderr.read().decode()[-2000:]}")
         assert time.monotonic() < deadline, f"{point} of round {round_} not reached"
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_tree(proc)
 
 
 def main() -> None:

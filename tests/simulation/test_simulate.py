@@ -3,7 +3,6 @@ message per client) and on the batched engine (a round's training in one computa
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,9 @@ from fedrec.common.jsonl import read_jsonl
 from fedrec.common.model import FedRecModel, ModelConfig
 from fedrec.common.train import TrainConfig
 from fedrec.simulation.run import simulate
+
+sys.path.insert(0, str(Path(__file__).parent))
+from kill_points import kill_tree  # noqa: E402
 
 pytestmark = pytest.mark.slow
 USERS = 40
@@ -45,22 +47,6 @@ def kill_run_when(cfg: config.RunConfig, run, condition, timeout: float = 300.0)
         assert proc.poll() is None and time.monotonic() < deadline, "run ended early"
         time.sleep(0.05)
     kill_tree(proc)
-
-
-def kill_tree(proc) -> None:
-    """SIGKILL a run and every process it started (Ray's workers leave its process group, and
-    an orphaned worker would go on writing client state during the resume)."""
-    import psutil
-
-    tree = psutil.Process(proc.pid).children(recursive=True)
-    os.killpg(proc.pid, signal.SIGKILL)
-    for child in tree:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(tree, timeout=30)
-    proc.wait()
 
 
 def assert_nothing_identifying_left(log, run) -> None:
