@@ -304,8 +304,7 @@ def _independent(charges: list, p) -> list[tuple[float, float | None]]:
 
 
 def _reference(epsilons: tuple, p) -> float:
-    rdp, pld = epsilons
-    return rdp if p.accountant == "rdp" else pld
+    return mechanisms.reference_epsilon(*epsilons, p)
 
 
 def _crosscheck(pairs, valid: set, epsilons, p, findings: list) -> list[dict]:
@@ -315,18 +314,9 @@ def _crosscheck(pairs, valid: set, epsilons, p, findings: list) -> list[dict]:
     for line, k in pairs:
         if line["line"] not in valid:
             continue
-        rdp, pld = epsilons[k]
-        reference = _reference(epsilons[k], p)
-        diff = abs(line["epsilon"] - reference) / max(reference, 1e-12)
-        out.append({"client": line["client"], "round": line["round"], "line": line["line"],
-                    "epsilon": line["epsilon"], "rdp": rdp, "pld": pld, "difference": diff,
-                    "noise_multiplier": line["noise_multiplier"],
-                    "sample_rate": line["sample_rate"], "steps": line["steps"]})
-        if not mechanisms.reproduces(line["epsilon"], reference, p):
-            _fail(findings, f"ε {line['epsilon']:.4g} in round {line['round']} is not "
-                            f"reproducible from the account's history of {k + 1} charges: "
-                            f"dp-accounting ({'RDP' if p.accountant == 'rdp' else 'PLD'}) "
-                            f"gives {reference:.4g} ({diff:.1%} apart)", line["line"])
+        out.append(mechanisms.crosscheck_line(
+            line, *epsilons[k], p, findings, f"in round {line['round']}",
+            f" from the account's history of {k + 1} charges"))
     return out
 
 

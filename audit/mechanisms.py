@@ -74,6 +74,29 @@ def reproduces(epsilon: float, reference: float, p) -> bool:
     return abs(epsilon - reference) <= slack
 
 
+def reference_epsilon(rdp: float, pld: float | None, p) -> float:
+    """The independent ε a logged one is compared with: dp-accounting under the run's
+    accountant (RDP for `rdp`, PLD for `prv`)."""
+    return rdp if p.accountant == "rdp" else pld
+
+
+def crosscheck_line(line: dict, rdp: float, pld: float | None, p, findings: list,
+                    who: str, history: str = "") -> dict:
+    """The recomputation row of ledger `line` (its ε against `reference_epsilon`), adding a
+    failure when it is not reproducible. `who`: how the finding names the release ("in round
+    3", "of client c-… in round 3"); `history`: what the ε was recomputed from."""
+    reference = reference_epsilon(rdp, pld, p)
+    diff = abs(line["epsilon"] - reference) / max(reference, 1e-12)
+    if not reproduces(line["epsilon"], reference, p):
+        fail(findings, f"ε {line['epsilon']:.4g} {who} is not reproducible{history}: "
+                       f"dp-accounting ({'RDP' if p.accountant == 'rdp' else 'PLD'}) gives "
+                       f"{reference:.4g} ({diff:.1%} apart)", line["line"])
+    return {"client": line["client"], "round": line["round"], "line": line["line"],
+            "epsilon": line["epsilon"], "rdp": rdp, "pld": pld, "difference": diff,
+            "noise_multiplier": line["noise_multiplier"], "sample_rate": line["sample_rate"],
+            "steps": line["steps"]}
+
+
 def _spends_budget(sigma: float, q: float, steps: int, p) -> bool:
     planned = epsilon_of([(sigma, q, steps)], p)
     low, high = PLANNED_WINDOW

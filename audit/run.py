@@ -187,18 +187,10 @@ def _crosscheck_client(client: str, lines: list[dict], p, findings: list) -> lis
         last = i == len(lines) - 1
         pld = (independent.pld_epsilon(history, line["delta"], fine=p.accountant == "prv")
                if p.accountant == "prv" or last else None)
-        reference = rdp if p.accountant == "rdp" else pld
-        diff = abs(line["epsilon"] - reference) / max(reference, 1e-12)
-        name = line["client"]
-        out.append({"client": name, "identity": client, "round": line["round"],
-                    "line": line["line"], "epsilon": line["epsilon"], "rdp": rdp, "pld": pld,
-                    "difference": diff, "noise_multiplier": line["noise_multiplier"],
-                    "sample_rate": line["sample_rate"], "steps": line["steps"]})
-        if not mechanisms.reproduces(line["epsilon"], reference, p):
-            _fail(findings, f"ε {line['epsilon']:.4g} of client {name} in round "
-                            f"{line['round']} is not reproducible: dp-accounting "
-                            f"({'RDP' if p.accountant == 'rdp' else 'PLD'}) gives "
-                            f"{reference:.4g} ({diff:.1%} apart)", line["line"])
+        name, reference = line["client"], mechanisms.reference_epsilon(rdp, pld, p)
+        row = mechanisms.crosscheck_line(line, rdp, pld, p, findings,
+                                         f"of client {name} in round {line['round']}")
+        out.append({**row, "identity": client})
         if line["epsilon"] < last_eps - 1e-12:
             _fail(findings, f"ε of client {name} decreases in round {line['round']}",
                   line["line"])
