@@ -38,8 +38,11 @@ def check(rows: list[dict], p, fed: dict, clients_total: int | None, findings: l
     resolved = (plan or {}).get("privacy") or {}
     if p.mode == "record" and rows:
         planned = resolved.get("planned_rounds")
-        _record(rows, p, fed, clients_total, findings,
-                planned if integer(planned) and planned >= 1 else None)
+        planned = planned if integer(planned) and planned >= 1 else None
+        if distributed(p, fed):
+            _distributed(rows, p, fed, clients_total, findings, resolved, planned)
+        else:
+            _record(rows, p, fed, clients_total, findings, planned)
     elif p.mode == "user":
         shortfalls = {r["round"]: r["noise_shortfall"] for r in rounds or []
                       if number(r.get("noise_shortfall"))}
@@ -102,6 +105,55 @@ def _spends_budget(sigma: float, q: float, steps: int, p) -> bool:
     low, high = PLANNED_WINDOW
     slack = 0.02 if p.accountant == "prv" else 0.0  # PLD vs PRV: a little looser
     return (low - slack) * p.epsilon <= planned <= (high + slack) * p.epsilon
+
+
+def distributed(p, fed: dict) -> bool:
+    """Whether the run's config asks for distributed record-level noise (each device a share,
+    summed by SecAgg+): `noise = "distributed"`, or "auto" with SecAgg+ and one local SGD step
+    (`fedrec.common.config.RunConfig.record_noise`, re-derived here from config.toml)."""
+    if p.noise != "auto":
+        return p.noise == "distributed"
+    return (bool(fed.get("secagg")) and fed.get("local_optimizer", "sgd") == "sgd"
+            and int(fed.get("local_steps", 1)) == 1)
+
+
+def _distributed(rows, p, fed, clients_total, findings, resolved: dict,
+                 planned: int | None) -> None:
+    """Distributed record-level noise: every release is one step at the records' Poisson
+    rate, with the one σ of the run; that σ spends the budget over the planned
+    participations; SecAgg+ is on, and the shares are sized for the honest clients it
+    guarantees (so the sum carries at least σC)."""
+    cohort = min(int(fed.get("clients_per_round", 1)), clients_total or 10**9)
+    if not fed.get("secagg"):
+        fail(findings, "distributed noise shares without SecAgg+: the server saw each device's "
+                       "update with only its share of the noise")
+    honest = privacy.honest_shares(cohort, float(fed.get("secagg_dropout", 0.2)),
+                                   float(fed.get("secagg_corruption", 0.05)))[1]
+    shares = resolved.get("shares", p.shares)
+    if not integer(shares) or not 1 <= shares <= honest:
+        fail(findings, f"noise shares sized for {shares} honest clients, but SecAgg+ over "
+                       f"{cohort} clients guarantees only {honest}: the sum can carry less "
+                       "noise than was charged")
+    if not planned and clients_total:
+        planned = privacy.planned_participations(int(fed.get("rounds", 1)), cohort,
+                                                 clients_total)
+    sigmas = {r["noise_multiplier"] for r in rows}
+    for r in rows:
+        if r["steps"] != 1 or not math.isclose(r["sample_rate"], p.sample_rate, rel_tol=1e-9):
+            fail(findings, f"client {r['client']} round {r['round']}: q = {r['sample_rate']:g} "
+                            f"and {r['steps']} steps; a participation is one step at the "
+                            f"records' rate q = {p.sample_rate:g}", r["line"])
+    if len(sigmas) > 1:
+        fail(findings, f"devices used different σ {sorted(sigmas)}: their shares add up to "
+                       "σC only when all use the run's one σ")
+    sigma = max(sigmas)
+    if p.noise_multiplier:
+        if not math.isclose(sigma, p.noise_multiplier, rel_tol=1e-9):
+            fail(findings, f"σ {sigma:g}, but the run fixed σ = {p.noise_multiplier:g}")
+    elif planned and not _spends_budget(sigma, p.sample_rate, planned, p):
+        fail(findings, f"σ {sigma:g} at q = {p.sample_rate:g} does not spend the budget ε = "
+                        f"{p.epsilon:g} over the {planned} planned participations: not the σ "
+                        "this run derives")
 
 
 def _record(rows, p, fed, clients_total, findings, planned: int | None = None) -> None:

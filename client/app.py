@@ -134,9 +134,12 @@ class FedRecClient(NumPyClient):
         from fedrec.client import dp
 
         plan, p, store = self.plan, self.plan.privacy, self.device.store
+        if p.noise == "distributed":
+            seed, train = self.distributed_charge(parameters, round_, keep_from, run)
+            return dp.distributed_update(
+                plan.model, p, self.device.catalog(), parameters, [self.device.user_data()],
+                [seed], self._round_seed(round_), [train]), 1, {}
         user_data = self.device.user_data()
-        account = PrivacyAccount(store, p.delta, p.accountant, budget=p.epsilon)
-        self._log_last_charge(account)  # a charge of an older fedrec, logged after training
         personal = store.personal.load(before_round=round_)
         mechanism = dp.plan(user_data, plan.config.train, p, plan.federation.local_epochs)
         # a replay must see exactly the same inputs, else the same noise would cover new data
@@ -144,25 +147,10 @@ class FedRecClient(NumPyClient):
         inputs = digest([*parameters, user_data.train_items, *(personal or {}).values(),
                          np.asarray(catalog), np.array([mechanism.sample_rate, mechanism.steps,
                                                         p.window, p.negatives, p.max_grad_norm])])
-        charge = account.find(round_, inputs, run)
+        charge, metrics = self._charge(round_, inputs, run, keep_from, mechanism.sample_rate,
+                                       mechanism.steps, mechanism.records)
         if charge is None:
-            if mechanism.records == 0:
-                return parameters, 0, {}  # nothing to learn from: nothing released
-            if account.released(round_, run):
-                # this round was released before from other inputs (a server that redid it
-                # differently): a second release would spend the budget twice for one round
-                return parameters, 0, {"declined": 1}
-            sigma = account.noise_multiplier or p.noise_multiplier or privacy.noise_for_epsilon(
-                p.epsilon, p.delta, mechanism.sample_rate,
-                p.planned_rounds * mechanism.steps, p.accountant)
-            if account.would_spend(sigma, mechanism.sample_rate, mechanism.steps) > account.budget:
-                return parameters, 0, {"declined": 1}
-            store.pseudonym()  # named before the charge's transaction, which writes its line
-            try:
-                charge = account.charge(round_, inputs, sigma, mechanism.sample_rate,
-                                        mechanism.steps, run, self._ledger_line, keep_from)
-            except (AlreadyCharged, OverBudget):  # another process charged meanwhile
-                return parameters, 0, {"declined": 1}
+            return parameters, 0, metrics
         shared, personal, history = dp.fit_private(
             plan.model, plan.config.train, p, catalog, parameters, personal,
             user_data, plan.federation.local_epochs, charge.noise_multiplier, charge.seed,
@@ -172,6 +160,64 @@ class FedRecClient(NumPyClient):
             raise RuntimeError(f"DP-SGD took {history}, but {expected} was charged")
         store.personal.save(round_, personal, keep_from=keep_from)
         return shared, 1, {}
+
+    def distributed_charge(self, parameters, round_: int, keep_from: int, run: str
+                           ) -> tuple[int, bool]:
+        """Distributed noise: charge this device one participation (σ of the plan, its
+        records' Poisson rate q, one step) and return (the secret seed of its records'
+        sampling, dropout and noise share, whether it trains). A device with no budget left,
+        or nothing to train on, still sends its noise share (a fresh secret seed, no
+        records): the sum must hold every share the plan counts on, and a missing share
+        would tell the server who is out of budget."""
+        from fedrec.common.train import disjoint_windows
+
+        p = self.plan.privacy
+        user_data = self.device.user_data()
+        records = len(disjoint_windows(user_data.train_items, p.window))
+        inputs = digest([*parameters, user_data.train_items, np.asarray(self.device.catalog()),
+                         np.array([p.noise_multiplier, p.sample_rate, p.window, p.max_grad_norm,
+                                   p.rank, p.max_records, p.shares]),
+                         np.frombuffer(p.trained.encode(), np.uint8)])
+        charge, _ = self._charge(round_, inputs, run, keep_from, p.sample_rate, 1, records)
+        if charge is None:
+            return secrets.randbits(62), False
+        return charge.seed, True
+
+    def _round_seed(self, round_: int) -> int:
+        from fedrec.client import local
+
+        return local.round_seed(self.plan.config.seed, round_)
+
+    def _charge(self, round_: int, inputs: str, run: str, keep_from: int, sample_rate: float,
+                steps: int, records: int):
+        """(the charge of this round's release, {}) — a replay of an earlier charge of the
+        same inputs, or a new one — or (None, the reply's metrics) when the device releases
+        nothing: no records, this round released before from other inputs (a server that
+        redid it differently: a second release would spend the budget twice for one round),
+        or not enough budget left."""
+        p, store = self.plan.privacy, self.device.store
+        account = PrivacyAccount(store, p.delta, p.accountant, budget=p.epsilon)
+        self._log_last_charge(account)  # a charge of an older fedrec, logged after training
+        charge = account.find(round_, inputs, run)
+        if charge is not None:
+            return charge, {}
+        if records == 0:
+            return None, {}  # nothing to learn from: nothing released
+        if account.released(round_, run):
+            return None, {"declined": 1}
+        if p.noise == "distributed":  # the plan's σ: the shares add up to σC only if all use it
+            sigma = p.noise_multiplier
+        else:
+            sigma = account.noise_multiplier or p.noise_multiplier or privacy.noise_for_epsilon(
+                p.epsilon, p.delta, sample_rate, p.planned_rounds * steps, p.accountant)
+        if account.would_spend(sigma, sample_rate, steps) > account.budget:
+            return None, {"declined": 1}
+        store.pseudonym()  # named before the charge's transaction, which writes its line
+        try:
+            return account.charge(round_, inputs, sigma, sample_rate, steps, run,
+                                  self._ledger_line, keep_from), {}
+        except (AlreadyCharged, OverBudget):  # another process charged meanwhile
+            return None, {"declined": 1}
 
     def _ledger_line(self, charge) -> dict:
         """The device's ledger line of `charge` (`fedrec.common.privacy.Release`)."""

@@ -167,7 +167,31 @@ class RunConfig:
         if self.privacy.mode == "record" and self.privacy.window > self.fedrec.max_history:
             raise ConfigError(f"privacy.window = {self.privacy.window} exceeds fedrec.max_history"
                               f" = {self.fedrec.max_history}")
+        if self.privacy.mode == "record" and self.privacy.noise == "distributed":
+            why = self._distributed_unsupported()
+            if why:
+                raise ConfigError(f"privacy.noise = 'distributed' {why}")
         return self
+
+    def _distributed_unsupported(self) -> str | None:
+        fed = self.federation
+        if not fed.secagg:
+            return ("needs federation.secagg = true (--secagg): without SecAgg+ the server "
+                    "would see each device's update with only its share of the noise")
+        if fed.local_optimizer != "sgd" or fed.local_steps != 1:
+            return ("needs one local SGD step per round (local_optimizer = 'sgd', local_steps "
+                    "= 1): the sum of the shares is one DP-SGD step")
+        return None
+
+    def record_noise(self) -> str | None:
+        """Who adds a record-level run's noise: 'distributed' (each device a share, summed by
+        SecAgg+) or 'local' (each device all of it); `privacy.noise = "auto"` chooses
+        distributed where it applies. None without record-level DP."""
+        if self.privacy.mode != "record":
+            return None
+        if self.privacy.noise == "auto":
+            return "local" if self._distributed_unsupported() else "distributed"
+        return self.privacy.noise
 
 
     def engine(self, egress_log: bool = False) -> str:
@@ -186,9 +210,11 @@ class RunConfig:
     def batched_unsupported(self, egress_log: bool = False) -> str | None:
         """Why the batched engine cannot run this configuration (None: it can)."""
         fed = self.federation
-        if fed.secagg:
+        if self.record_noise() == "distributed":
+            pass  # the engine sums the devices' clipped sums and noise shares: SecAgg+'s sum
+        elif fed.secagg:
             return "secure aggregation needs one training message per client"
-        if self.privacy.enabled:
+        elif self.privacy.enabled:
             return "differential privacy needs per-client clipping, noise and accounting"
         if egress_log:
             return "an egress log records every client's training message, one per client"

@@ -27,6 +27,7 @@ from fedrec.common.hparams import ModelConfig
 from fedrec.common.privacy import (
     PrivacyConfig,
     epsilon,
+    honest_shares,
     noise_for_epsilon,
     resolve,
     update_norm_bound,
@@ -92,6 +93,17 @@ class RunPlan:
     @property
     def federation(self) -> config_module.FederationConfig:
         return self.config.federation
+
+    @property
+    def min_contributions(self) -> int:
+        """The fewest client updates a round aggregates: `federation.min_clients`, and with
+        distributed noise at least what SecAgg+ is set up to sum (fewer would carry less
+        noise than the devices' accountants were charged for)."""
+        fed = self.federation
+        if self.privacy.noise != "distributed":
+            return max(1, fed.min_clients)
+        return max(fed.min_clients, honest_shares(self.cohort, fed.secagg_dropout,
+                                                  fed.secagg_corruption)[0])
 
     @classmethod
     def build(cls, cfg: config_module.RunConfig, num_clients: int, input_dim: int,
@@ -167,10 +179,17 @@ def resolve_privacy(cfg: config_module.RunConfig, cohort: int,
     p, fed = cfg.privacy, cfg.federation
     if not p.enabled:
         return p
+    if p.mode == "record":
+        p = replace(p, noise=cfg.record_noise())
+    if p.noise == "distributed" and p.shares == 0:
+        p = replace(p, shares=honest_shares(cohort, fed.secagg_dropout,
+                                            fed.secagg_corruption)[1])
     try:
         resolved = resolve(p, fed.rounds, cohort, num_clients)
         if p.mode == "user":
             first = [(resolved.noise_multiplier, min(1.0, cohort / num_clients), 1)]
+        elif p.noise == "distributed":  # one participation of a device
+            first = [(resolved.noise_multiplier, p.sample_rate, 1)]
         else:  # one visit of a device at q = 1: `local_epochs` DP-SGD steps
             sigma = resolved.noise_multiplier or noise_for_epsilon(
                 p.epsilon, p.delta, 1.0, resolved.planned_rounds * fed.local_epochs,
@@ -181,6 +200,7 @@ def resolve_privacy(cfg: config_module.RunConfig, cohort: int,
             raise ConfigError(f"its first release alone spends ε = {spent:.3g}")
     except ConfigError as exc:
         who = ("no aggregate could ever be released" if p.mode == "user" else
+               "no device could ever take part" if p.noise == "distributed" else
                f"a device whose training windows fit one batch (up to {cfg.train.batch_size} "
                f"windows of {p.window + 1} interactions: nearly every device) could never train")
         fix = "raise the budget (--epsilon)" + (" or the noise multiplier (--noise-multiplier)"

@@ -25,6 +25,11 @@ from fedrec.common.errors import ConfigError
 
 MODES = ("off", "record", "user")
 ACCOUNTANTS = ("rdp", "prv")
+# record level: who adds the noise. local: each device all of it (Opacus DP-SGD; private
+# against whoever sees a device's update). distributed: each device a share, SecAgg+ sums them
+# (private against the server only through SecAgg+). auto: distributed where it applies.
+NOISE = ("auto", "local", "distributed")
+TRAINED = ("lowrank", "encoder", "all")  # distributed: what DP-SGD trains (fedrec.client.dp)
 # RDP orders: Opacus' defaults plus the large ones dp-accounting also uses, so small-q/large-ε
 # cases are not bound by the largest order.
 RDP_ORDERS = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(11, 64))
@@ -46,6 +51,12 @@ class PrivacyConfig:
     planned_rounds: int = 0  # record: participations σ is planned for; 0 = derive (see doc)
     window: int = 20  # record: interactions per training window (the record), disjoint
     negatives: int = 50  # record: sampled candidates per position (per-sample softmax)
+    noise: str = "auto"  # record: local | distributed (needs SecAgg+) | auto (see `NOISE`)
+    trained: str = "lowrank"  # distributed: lowrank | encoder | all (`fedrec.client.dp`)
+    rank: int = 32  # distributed, lowrank: the catalog directions an expert's weight moves in
+    sample_rate: float = 1.0  # distributed: each record's secret Poisson rate per participation
+    max_records: int = 64  # distributed: a device's clipped sum is bounded by max_records · C
+    shares: int = 0  # distributed: honest noise shares every sum holds (resolved from SecAgg+)
 
     @property
     def enabled(self) -> bool:
@@ -68,9 +79,15 @@ class PrivacyConfig:
         if not (self.max_grad_norm > 0 and math.isfinite(self.max_grad_norm)):
             raise ConfigError(f"privacy.max_grad_norm = {self.max_grad_norm}; expected a finite "
                               "number > 0")
-        for name in ("planned_rounds", "window", "negatives"):
-            if getattr(self, name) < (0 if name == "planned_rounds" else 1):
+        for name in ("planned_rounds", "window", "negatives", "rank", "max_records", "shares"):
+            if getattr(self, name) < (0 if name in ("planned_rounds", "shares") else 1):
                 raise ConfigError(f"privacy.{name} = {getattr(self, name)} is out of range")
+        for name, allowed in (("noise", NOISE), ("trained", TRAINED)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"privacy.{name} = '{getattr(self, name)}'; expected one of "
+                                  f"{list(allowed)}")
+        if not 0 < self.sample_rate <= 1:
+            raise ConfigError(f"privacy.sample_rate = {self.sample_rate}; expected 0 < q <= 1")
         return self
 
 
@@ -196,9 +213,16 @@ def read_ledger(path: Path) -> list[dict]:
 
 def resolve(cfg: PrivacyConfig, rounds: int, cohort: int, num_clients: int) -> PrivacyConfig:
     """Fill in what depends on the federation's size: a record-level run's planned
-    participations per client, a user-level run's σ for `rounds` aggregates at q = K/N."""
+    participations per client (and with distributed noise the one σ every device uses, for
+    that many participations at the records' Poisson rate), a user-level run's σ for `rounds`
+    aggregates at q = K/N. `cfg.noise` must be resolved already (not "auto")."""
     if cfg.mode == "record" and cfg.planned_rounds == 0:
-        return replace(cfg, planned_rounds=planned_participations(rounds, cohort, num_clients))
+        cfg = replace(cfg, planned_rounds=planned_participations(rounds, cohort, num_clients))
+    if cfg.mode == "record" and cfg.noise == "distributed" and cfg.noise_multiplier == 0:
+        cfg = replace(cfg, noise_multiplier=noise_for_epsilon(
+            cfg.epsilon, cfg.delta, cfg.sample_rate, cfg.planned_rounds, cfg.accountant))
+    if cfg.mode == "record":
+        return cfg
     if cfg.mode == "user" and cfg.noise_multiplier == 0:
         q = min(1.0, cohort / num_clients)
         return replace(cfg, noise_multiplier=noise_for_epsilon(
@@ -207,16 +231,30 @@ def resolve(cfg: PrivacyConfig, rounds: int, cohort: int, num_clients: int) -> P
 
 
 def noise_share_std(cfg: PrivacyConfig, cohort: int) -> float:
-    """User-level DP: the per-coordinate noise std σC/√m each of the m clients adds, so that
-    the sum of their updates carries N(0, (σC)²)."""
-    return cfg.noise_multiplier * cfg.max_grad_norm / math.sqrt(cohort)
+    """The per-coordinate noise std σC/√m each client adds, so that a sum of m shares carries
+    N(0, (σC)²). User level: m = the `cohort`; distributed record level: m = `cfg.shares`, the
+    honest shares every secure sum holds (`honest_shares`)."""
+    shares = cfg.shares if cfg.mode == "record" else cohort
+    return cfg.noise_multiplier * cfg.max_grad_norm / math.sqrt(shares)
+
+
+def honest_shares(cohort: int, dropout: float, corruption: float) -> tuple[int, int]:
+    """(the fewest updates a SecAgg+ sum of `cohort` clients may hold, the fewest honest noise
+    shares among them): SecAgg+ is set up for at most ⌈dropout·m⌉ clients lost and at most
+    ⌊corruption·m⌋ colluding with the server, and a colluder's share is known to the server."""
+    summed = cohort - math.ceil(dropout * cohort)
+    return summed, summed - math.floor(corruption * cohort)
 
 
 def update_norm_bound(cfg: PrivacyConfig, cohort: int, num_parameters: int,
                       default: float) -> float:
     """The largest update norm an honest client sends. User-level DP: C plus the norm of its
     noise share (s per coordinate: mean s·√d, std ≈ s/√2; a 14-std margin). Otherwise
-    `default` (the federation's `max_update_norm`)."""
+    `default` (the federation's `max_update_norm`). Distributed record level: a device's
+    clipped sum (≤ max_records · C) plus its share's norm, at `local_lr` = 1."""
+    margin = math.sqrt(num_parameters) + 10.0
+    if cfg.mode == "record" and cfg.noise == "distributed":
+        return cfg.max_records * cfg.max_grad_norm + noise_share_std(cfg, cohort) * margin
     if cfg.mode != "user":
         return default
-    return cfg.max_grad_norm + noise_share_std(cfg, cohort) * (math.sqrt(num_parameters) + 10.0)
+    return cfg.max_grad_norm + noise_share_std(cfg, cohort) * margin

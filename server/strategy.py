@@ -135,7 +135,7 @@ class FedRecStrategy(FedAvg):
                 weight = 1 if self.privacy.enabled else fit_res.num_examples
                 accepted.append((key, weight))
                 losses.append(float(fit_res.metrics.get("loss", np.nan)))
-        aggregated = (len(accepted) >= max(1, self.fed.min_clients)
+        aggregated = (len(accepted) >= self.plan.min_contributions
                       and sum(n for _, n in accepted) > 0)
         budget_exhausted = False
         if aggregated and self.accountant is not None:

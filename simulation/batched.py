@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
@@ -51,6 +52,10 @@ class BatchedDevices:
         failed = [injected_failure(fed, seed, round_, u) for u in users]
         devices = [VirtualDevice(self.spec, u, store_path(self.run_dir, u))
                    for u, f in zip(users, failed) if not f]
+        errors = [InjectedFailure(f"injected failure in round {round_}") if f else None
+                  for f in failed]
+        if plan.privacy.noise == "distributed":
+            return self._fit_distributed(devices, users, shared, config), errors
         partitions = [d.user_data() for d in devices]
         weights = [wire.bucket_count(max(0, len(p.train_items) - 1), schema.max_count)
                    for p in partitions]
@@ -69,9 +74,31 @@ class BatchedDevices:
             replies[d.partition] = FitRes(Status(Code.OK, "Success"), parameters,
                                           wire.bucket_count(n, schema.max_count),
                                           reply_metrics(loss, schema))
-        return ([replies.get(u) for u in users],
-                [InjectedFailure(f"injected failure in round {round_}") if f else None
-                 for f in failed])
+        return [replies.get(u) for u in users], errors
+
+    def _fit_distributed(self, devices: list[VirtualDevice], users: list[int], shared,
+                         config) -> list:
+        """Distributed record-level DP: each device charges its own account
+        (`FedRecClient.distributed_charge`), then the engine computes what SecAgg+ would
+        reveal — the mean of the devices' clipped sums and noise shares
+        (`fedrec.client.dp.distributed_update`, the function each device runs for itself)."""
+        from fedrec.client import dp
+        from fedrec.client.app import FedRecClient
+
+        if not devices:
+            return [None] * len(users)
+        plan, round_ = self.plan, int(config["server_round"])
+        keep_from, run = int(config["checkpoint_round"]), str(config.get("run", ""))
+        charges = [FedRecClient(plan, d).distributed_charge(shared, round_, keep_from, run)
+                   for d in devices]
+        arrays = dp.distributed_update(
+            plan.model, plan.privacy, catalog_embeddings(self.spec), shared,
+            [d.user_data() for d in devices], [seed for seed, _ in charges],
+            local.round_seed(int(config["seed"]), round_), [train for _, train in charges])
+        parameters = ndarrays_to_parameters([a.astype(np.float32) for a in arrays])
+        replies = {d.partition: FitRes(Status(Code.OK, "Success"), parameters, 1, {})
+                   for d in devices}
+        return [replies.get(u) for u in users]
 
 
 class BatchedFitWorkflow:

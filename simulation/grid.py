@@ -13,6 +13,7 @@ registration, federated evaluation, node discovery.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from uuid import uuid4
 
@@ -100,8 +101,11 @@ class InProcessGrid(Grid):
         meta["_message_id"] = str(uuid4())
         meta["_run_id"] = self._run.run_id
         meta["_src_node_id"] = SUPERLINK_NODE_ID
+        # a transport hands every node its own copy: SecAgg+ sends one content object to every
+        # node, and a client's mod may change what it received
+        delivered = copy.deepcopy(message)
         try:
-            return self.client_app(message=message, context=self._context(node_id))
+            return self.client_app(message=delivered, context=self._context(node_id))
         except Exception as exc:  # noqa: BLE001 — reported to the server, as the engine does
             reason = f"{type(exc)}:<'{exc}'>"
             return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason),

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from fedrec.client import dp
 from fedrec.client.local import UserData
 from fedrec.common.model import FedRecModel, ModelConfig
-from fedrec.common.privacy import PrivacyConfig
+from fedrec.common.privacy import TRAINED, PrivacyConfig
 from fedrec.common.train import TrainConfig, disjoint_windows, sample_candidates, window_loss
 
 CFG = ModelConfig(input_dim=16, dim=8, num_experts=2, max_history=6, num_layers=1, dropout=0.0)
@@ -159,3 +159,118 @@ def test_the_plan_counts_steps_as_opacus_takes_them():
     user = UserData(np.arange(93 * 4), valid_item=-1, test_item=-1)
     plan = dp.plan(user, TrainConfig(batch_size=1), P, epochs=2)
     assert plan.records == 93 and plan.steps == 2 * 92
+
+
+# --- distributed DP-FedSGD: per-record clipped gradient sums ---------------------------------
+RECORDS = torch.tensor([[-1, -1, 3, 4], [1, 2, 3, 4], [-1, -1, 7, 8], [9, 10, 11, 12],
+                        [5, 6, 7, 8]])
+OWNERS = torch.tensor([0, 1, 1, 0, 2])
+
+
+def _sums(net, part, clip=1e9, records=RECORDS, owners=OWNERS, clients=3):
+    keep = torch.ones(1 + 2 * CFG.num_layers, len(records), records.shape[1] - 1, CFG.dim)
+    return dp.clipped_gradient_sums(net, EMB, records, owners, clients, clip, part, keep, None)
+
+
+def _record_gradients(net, window):
+    """The reference: autograd on one record alone, personal vector at zero."""
+    from fedrec.common.train import next_item_losses
+
+    losses, _ = next_item_losses(net, EMB, window[None], torch.tensor([0]))
+    names = [n for n, _ in net.named_parameters() if not n.startswith("personal.")]
+    params = [p for n, p in net.named_parameters() if n in names]
+    return dict(zip(names, torch.autograd.grad(losses.mean(), params)))
+
+
+@pytest.mark.parametrize("kind", TRAINED)
+def test_each_clients_sum_is_the_sum_of_its_records_gradients_computed_alone(kind):
+    net = model()
+    basis = dp.catalog_basis(EMB, 4)
+    part = dp.TrainedPart(net, kind, basis)
+    sums, norms = _sums(net, part)
+    alone = [_record_gradients(net, w) for w in RECORDS]
+    for client in range(3):
+        mine = [g for g, o in zip(alone, OWNERS) if o == client]
+        for name, total in sums.items():
+            if name.startswith("lowrank."):  # W = W0 + A·B: ∂ℓ/∂A = ∂ℓ/∂W · Bᵀ
+                weight = f"adapter.experts.{name.split('.')[1]}.weight"
+                expected = sum(g[weight] for g in mine) @ basis.T
+            else:
+                expected = sum(g[name] for g in mine)
+            assert torch.allclose(total[client], expected, atol=1e-5), (kind, client, name)
+    trained = set(part.names)
+    assert (kind == "all") == ("adapter.experts.0.weight" in trained)
+    assert all(n.startswith("encoder.") for n in trained) == (kind == "encoder")
+    assert len(norms) == len(RECORDS)
+
+
+@pytest.mark.parametrize("kind", TRAINED)
+def test_one_record_moves_its_clients_sum_by_at_most_the_clip(kind):
+    net, clip = model(), 0.05
+    part = dp.TrainedPart(net, kind, dp.catalog_basis(EMB, 4))
+    full, norms = _sums(net, part, clip)
+    assert (norms > clip).all()  # every record is clipped: the bound is tight
+    for drop in range(len(RECORDS)):
+        kept = torch.arange(len(RECORDS)) != drop
+        less, _ = _sums(net, part, clip, RECORDS[kept], OWNERS[kept])
+        moved = torch.sqrt(sum((full[n] - less[n]).pow(2).flatten(1).sum(1) for n in full))
+        assert moved[OWNERS[drop]] == pytest.approx(clip, rel=1e-4)
+        others = [c for c in range(3) if c != OWNERS[drop]]
+        assert torch.all(moved[others] < 1e-6)
+
+
+def test_lowrank_coordinates_map_to_the_shared_arrays_in_the_basis():
+    net = model()
+    basis = dp.catalog_basis(EMB, 4)
+    assert torch.allclose(basis @ basis.T, torch.eye(4), atol=1e-5)
+    part = dp.TrainedPart(net, "lowrank", basis)
+    coords = {n: torch.ones_like(v) for n, v in part.coordinates(net).items()}
+    arrays = dict(zip(net.shared_state(), part.to_arrays(net, coords)))
+    expert = arrays["adapter.experts.0.weight"]
+    assert expert.shape == (CFG.dim, CFG.input_dim)
+    assert np.allclose(expert, (torch.ones(CFG.dim, 4) @ basis).numpy())
+    assert np.all(arrays["adapter.gate.weight"] == 1) and np.all(arrays["encoder.norm.bias"] == 1)
+
+
+def _distributed(data, seeds, train, **privacy_settings):
+    from fedrec.common.privacy import PrivacyConfig as P
+
+    settings = {"shares": len(data), **privacy_settings}
+    p = P(mode="record", noise="distributed", window=3, rank=4,
+          noise_multiplier=settings.pop("sigma", 0.0), **settings)
+    shared = model(1).shared_arrays()
+    return shared, dp.distributed_update(CFG, p, EMB, shared, data, seeds, 7, train)
+
+
+USERS3 = [UserData(np.arange(1, 12), -1, -1), UserData(np.arange(5, 25), -1, -1),
+          UserData(np.array([3, 4]), -1, -1)]
+
+
+def test_a_cohort_computed_together_is_the_mean_of_each_client_computed_alone():
+    seeds, train = [11, 12, 13], [True, True, False]
+    _, together = _distributed(USERS3, seeds, train, sigma=0.7)
+    alone = [_distributed([u], [s], [t], sigma=0.7, shares=3)[1]
+             for u, s, t in zip(USERS3, seeds, train)]
+    for i, array in enumerate(together):
+        assert np.allclose(array, np.mean([a[i] for a in alone], axis=0), atol=1e-6)
+
+
+def test_the_noise_shares_of_m_clients_sum_to_sigma_times_clip():
+    shared, out = _distributed(USERS3 * 2, list(range(6)), [False] * 6, sigma=2.0,
+                               max_grad_norm=0.5)
+    keys = list(model(1).shared_state())
+    moved = {k: (s - o) * 6 for k, s, o in zip(keys, shared, out)}
+    # the experts' weights move only in the rank-4 subspace (noise A·B: smaller per entry)
+    noised = np.concatenate([m.ravel() for k, m in moved.items()
+                             if not (k.startswith("adapter.experts.") and k.endswith("weight"))])
+    assert noised.std() == pytest.approx(2.0 * 0.5, rel=0.03)  # the sum of 6 shares: σC
+    assert abs(noised.mean()) < 0.03
+    expert = moved["adapter.experts.0.weight"]
+    assert np.linalg.matrix_rank(expert) == 4
+
+
+def test_a_clients_clipped_sum_is_bounded_by_max_records_times_clip():
+    user = [UserData(np.arange(1, 29), -1, -1)]  # 7 records of 4 items
+    shared, out = _distributed(user, [1], [True], max_grad_norm=0.1, max_records=2)
+    norm = np.sqrt(sum(float(np.sum((s - o) ** 2)) for s, o in zip(shared, out)))
+    assert norm == pytest.approx(0.2, rel=1e-4)

@@ -106,3 +106,39 @@ def test_a_small_budget_that_a_client_can_spend_is_planned():
         cfg = config.RunConfig(privacy=privacy.PrivacyConfig(mode=mode, epsilon=0.5))
         cfg.federation.rounds = 4
         assert RunPlan.build(cfg, num_clients=20, input_dim=8, shared=SHAPES).privacy.enabled
+
+
+def test_distributed_noise_needs_secagg_and_auto_chooses_it_where_it_applies():
+    record = privacy.PrivacyConfig(mode="record", noise="distributed")
+    with pytest.raises(ConfigError, match="needs federation.secagg"):
+        config.RunConfig(privacy=record).validate()
+    with pytest.raises(ConfigError, match="one local SGD step"):
+        config.RunConfig(privacy=record, federation=config.FederationConfig(
+            secagg=True, local_steps=2)).validate()
+    auto = privacy.PrivacyConfig(mode="record")
+    secure = config.FederationConfig(secagg=True)
+    assert config.RunConfig(privacy=auto).record_noise() == "local"
+    assert config.RunConfig(privacy=auto, federation=secure).record_noise() == "distributed"
+    # the batched engine computes SecAgg+'s sum of shares; local noise needs one message each
+    assert config.RunConfig(privacy=auto, federation=secure).engine() == "batched"
+    assert config.RunConfig(privacy=auto).engine() == "ray"
+
+
+def test_distributed_noise_is_planned_for_the_honest_shares_secagg_guarantees():
+    from fedrec.common import crosscheck
+
+    fed = config.FederationConfig(clients_per_round=20, rounds=100, secagg=True,
+                                  secagg_dropout=0.2, secagg_corruption=0.1)
+    p = plan(federation=fed, privacy=privacy.PrivacyConfig(mode="record", epsilon=4.0,
+                                                            sample_rate=0.5))
+    resolved = p.privacy
+    assert resolved.noise == "distributed"
+    assert resolved.shares == 20 - 4 - 2  # 4 may drop, 2 may collude
+    assert p.min_contributions == 16  # a sum of fewer would carry less noise than charged
+    assert resolved.planned_rounds == privacy.planned_participations(100, 20, 20) == 100
+    # σ spends the budget over the planned participations at the records' rate: checked by
+    # an accountant independent of Opacus (dp-accounting)
+    spent = crosscheck.rdp_epsilon([(resolved.noise_multiplier, 0.5, 100)], resolved.delta)
+    assert spent == pytest.approx(4.0, rel=0.01) and spent <= 4.0 * 1.003
+    assert p.update_bound == pytest.approx(
+        64 * 1.0 + resolved.noise_multiplier / math.sqrt(14) * (math.sqrt(40) + 10))

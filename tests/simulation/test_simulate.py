@@ -346,3 +346,49 @@ def test_user_level_dp_composes_with_secagg(home, tmp_path):
     final = simulate(cfg.validate(), tmp_path / "run", progress=False)
     by_client = check_ledger(tmp_path / "run")
     assert len(by_client["server"]) == 2 and final["privacy"]["epsilon"] <= 4.0
+
+
+def distributed_config(**settings) -> config.RunConfig:
+    cfg = dp_config("record", **{"window": 4, "rank": 4, **settings})
+    cfg.federation = replace(cfg.federation, secagg=True, rounds=2, checkpoint_every=1,
+                             strategy="fedavg", server_lr=1.0)
+    return cfg.validate()
+
+
+def test_distributed_record_dp_on_real_secagg_sums_what_the_batched_engine_sums(home, tmp_path):
+    """Each device clips per record and adds its noise share; SecAgg+ (the real protocol, on
+    the in-process engine) sums them, and the batched engine computes the same sum. σ is
+    small here (ε ≈ 35 per release), so only the (secret) noise and SecAgg+'s quantization
+    differ: the two engines' updates agree up to the noise."""
+    from fedrec.server import checkpoint
+
+    cfg = distributed_config(noise_multiplier=0.2, epsilon=1000.0)
+    runs = {}
+    for engine in ("in-process", "batched"):
+        cfg.federation = replace(cfg.federation, engine=engine)
+        simulate(cfg.validate(), tmp_path / engine, progress=False)
+        by_client = check_ledger(tmp_path / engine)  # `fedrec audit` passes
+        assert all(line["steps"] == 1 and line["sample_rate"] == 1.0
+                   for lines in by_client.values() for line in lines)
+        _, runs[engine], _ = checkpoint.load(
+            tmp_path / engine / "checkpoints" / "round-000001.safetensors")
+        rounds = read_jsonl(tmp_path / engine / "rounds.jsonl")
+        assert all(r["aggregated"] for r in rounds)
+    from fedrec.common.plan import RunPlan
+    from fedrec.server.app import initial_head
+
+    plan = RunPlan.from_json((tmp_path / "batched" / "plan.json").read_text())
+    start = dict(zip(plan.keys, initial_head(plan)))
+    moved = {e: np.concatenate([(runs[e][k] - start[k]).ravel() for k in start]) for e in runs}
+    agreement = np.corrcoef(moved["batched"], moved["in-process"])[0, 1]
+    assert agreement > 0.5
+
+
+def test_a_distributed_dp_round_with_fewer_updates_than_secagg_guarantees_is_not_used(
+        home, tmp_path):
+    cfg = distributed_config(epsilon=8.0)
+    cfg.federation = replace(cfg.federation, fail_rate=0.6, secagg_dropout=0.2)
+    final = simulate(cfg.validate(), tmp_path / "run", progress=False)
+    rounds = read_jsonl(tmp_path / "run" / "rounds.jsonl")
+    assert all(r["completed"] < 8 and not r["aggregated"] for r in rounds)
+    assert final["rounds_not_aggregated"] == 2
