@@ -5,12 +5,14 @@ path, the DP path's loss form (disjoint windows, sampled candidates) trained wit
 and record-level DP-SGD with Opacus — so the Opacus overhead is measured on the same work.
 
 `sweep`: simulated federations at ε ∈ {1, 3, 8} for record- and user-level DP plus the
-non-private run (ε = ∞) on one schedule; writes benchmarks/results/privacy-<dataset>.json and a
-privacy-utility PNG. Finished runs are reused, so an interrupted sweep continues.
+non-private run (ε = ∞) on one schedule (default: the default recipe), per seed; writes
+benchmarks/results/privacy-<dataset>-<schedule>.json and a privacy-utility PNG. Finished runs
+are reused, so an interrupted sweep continues.
 
     python benchmarks/privacy.py overhead --dataset ml-100k
+    python benchmarks/privacy.py sweep --dataset ml-100k --secagg --modes record --eval-every 100
     python benchmarks/privacy.py sweep --dataset ml-100k --rounds 20 --clients-per-round 50 \
-        --record-sigmas 0.01
+        --strategy fedavgm --record-sigmas 0.01                     # the first study
 """
 
 from __future__ import annotations
@@ -91,40 +93,51 @@ def sweep(args) -> dict:
     from fedrec.common.config import RunConfig
     from fedrec.simulation.run import simulate
 
+    schedule = {k: v for k, v in (("rounds", args.rounds),
+                                  ("clients_per_round", args.clients_per_round),
+                                  ("strategy", args.strategy)) if v is not None}
+    defaults = RunConfig().federation
+    shape = (f"{schedule.get('rounds', defaults.rounds)}x"
+             f"{schedule.get('clients_per_round', defaults.clients_per_round)}")
+    tag = f"{shape}{'-secagg' if args.secagg else ''}"
     rows = []
-    runs = [("off", None, None)] + [(m, e, None) for m in ("record", "user") for e in args.epsilons]
-    runs += [("record", None, sigma) for sigma in args.record_sigmas]  # diagnostics: fixed σ
-    for mode, eps, sigma in runs:
-        label = f"sigma{sigma}" if sigma else (eps or "inf")
-        name = f"dp-{args.dataset}-{mode}-{label}-{args.rounds}x{args.clients_per_round}"
-        run_dir = RESULTS / name
-        if (run_dir / "metrics.json").exists():
-            final = json.loads((run_dir / "metrics.json").read_text())
-        else:
-            import shutil
+    for seed in args.seeds:
+        runs = [("off", None, None)] + [(m, e, None) for m in args.modes for e in args.epsilons]
+        runs += [("record", None, sigma) for sigma in args.record_sigmas]  # diagnostics
+        for mode, eps, sigma in runs:
+            label = f"sigma{sigma}" if sigma else (eps or "inf")
+            secure = args.secagg and mode != "off"
+            name = (f"dp-{args.dataset}-{mode}-{label}-{shape}{'-secagg' if secure else ''}"
+                    f"{f'-seed{seed}' if seed else ''}")
+            run_dir = RESULTS / name
+            if (run_dir / "metrics.json").exists():
+                final = json.loads((run_dir / "metrics.json").read_text())
+            else:
+                import shutil
 
-            shutil.rmtree(run_dir, ignore_errors=True)
-            cfg = RunConfig(dataset=args.dataset, seed=args.seed)
-            cfg.federation = replace(cfg.federation, rounds=args.rounds,
-                                     clients_per_round=args.clients_per_round,
-                                     strategy=args.strategy, eval_every=args.rounds,
-                                     eval_clients=args.eval_clients)
-            if sigma:  # no budget: what the DP training form reaches with this σ
-                cfg.privacy = replace(cfg.privacy, mode=mode, epsilon=1e12,
-                                      noise_multiplier=sigma)
-            elif mode != "off":
-                cfg.privacy = replace(cfg.privacy, mode=mode, epsilon=float(eps))
-            start = time.perf_counter()
-            final = simulate(cfg, run_dir, progress=False)
-            final["wall_seconds"] = round(time.perf_counter() - start, 1)
-            (run_dir / "metrics.json").write_text(json.dumps(final, indent=2))
-        rows.append({"mode": mode, "epsilon": eps, "sigma": sigma, "ndcg@10": final["ndcg@10"],
-                     "hr@10": final["hr@10"], "privacy": final.get("privacy"),
-                     "wall_seconds": final.get("wall_seconds")})
-        print(json.dumps(rows[-1]), flush=True)
+                shutil.rmtree(run_dir, ignore_errors=True)
+                cfg = RunConfig(dataset=args.dataset, seed=seed)
+                cfg.federation = replace(cfg.federation, **schedule, secagg=secure,
+                                         eval_every=args.eval_every or
+                                         schedule.get("rounds", defaults.rounds),
+                                         eval_clients=args.eval_clients)
+                if sigma:  # no budget: what the DP training form reaches with this σ
+                    cfg.privacy = replace(cfg.privacy, mode=mode, epsilon=1e12,
+                                          noise_multiplier=sigma)
+                elif mode != "off":
+                    cfg.privacy = replace(cfg.privacy, mode=mode, epsilon=float(eps))
+                start = time.perf_counter()
+                final = simulate(cfg, run_dir, progress=args.progress)
+                final["wall_seconds"] = round(time.perf_counter() - start, 1)
+                (run_dir / "metrics.json").write_text(json.dumps(final, indent=2))
+            rows.append({"seed": seed, "mode": mode, "epsilon": eps, "sigma": sigma,
+                         "secagg": secure, "ndcg@10": final["ndcg@10"], "hr@10": final["hr@10"],
+                         "privacy": final.get("privacy"), "engine": final.get("engine"),
+                         "wall_seconds": final.get("wall_seconds")})
+            print(json.dumps(rows[-1]), flush=True)
     result = {"config": vars(args), "runs": rows}
-    (RESULTS / f"privacy-{args.dataset}.json").write_text(json.dumps(result, indent=2))
-    plot(result, RESULTS / f"privacy-{args.dataset}.png")
+    (RESULTS / f"privacy-{args.dataset}-{tag}.json").write_text(json.dumps(result, indent=2))
+    plot(result, RESULTS / f"privacy-{args.dataset}-{tag}.png")
     return result
 
 
@@ -133,14 +146,23 @@ def plot(result: dict, path: Path) -> None:
 
     plt = pyplot()
 
+    import numpy as np
+
     runs = result["runs"]
-    base = next(r["ndcg@10"] for r in runs if r["mode"] == "off")
+    base = float(np.mean([r["ndcg@10"] for r in runs if r["mode"] == "off"]))
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for mode, marker in (("record", "o"), ("user", "s")):
-        pts = sorted((r["epsilon"], r["ndcg@10"]) for r in runs
-                     if r["mode"] == mode and r["epsilon"])
-        if pts:
-            ax.plot(*zip(*pts), marker=marker, label=f"{mode}-level DP")
+        by_eps: dict[float, list[float]] = {}
+        for r in runs:
+            if r["mode"] == mode and r["epsilon"]:
+                by_eps.setdefault(r["epsilon"], []).append(r["ndcg@10"])
+        if by_eps:
+            eps = sorted(by_eps)
+            ax.errorbar(eps, [np.mean(by_eps[e]) for e in eps],
+                        yerr=[np.std(by_eps[e]) for e in eps], marker=marker, capsize=3,
+                        label=f"{mode}-level DP" + (" (distributed, SecAgg+)"
+                                                    if mode == "record" and
+                                                    result["config"].get("secagg") else ""))
     ax.axhline(base, color="gray", ls="--", label="federated, no DP (ε = ∞)")
     ax.axhline(0.8 * base, color="gray", ls=":", label="80% of no-DP")
     if result["config"].get("central_ndcg"):
@@ -163,15 +185,20 @@ def main() -> None:
     o.add_argument("--users", type=int, default=40)
     s = sub.add_parser("sweep")
     s.add_argument("--dataset", default="ml-100k")
-    s.add_argument("--rounds", type=int, default=20)
-    s.add_argument("--clients-per-round", type=int, default=50)
-    s.add_argument("--strategy", default="fedavgm")
+    s.add_argument("--rounds", type=int, default=None, help="default: the default recipe's")
+    s.add_argument("--clients-per-round", type=int, default=None)
+    s.add_argument("--strategy", default=None)
+    s.add_argument("--secagg", action="store_true",
+                   help="DP runs under SecAgg+ (record level: distributed noise shares)")
+    s.add_argument("--modes", nargs="+", default=["record", "user"])
+    s.add_argument("--seeds", type=int, nargs="+", default=[0])
+    s.add_argument("--eval-every", type=int, default=0, help="0: only at the end")
+    s.add_argument("--progress", action="store_true")
     s.add_argument("--eval-clients", type=int, default=100)
     s.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 3.0, 8.0])
     s.add_argument("--record-sigmas", type=float, nargs="*", default=[],
                    help="also record-level runs at this fixed σ without a budget (diagnostic)")
     s.add_argument("--central-ndcg", type=float, default=0.0851)
-    s.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     result = overhead(args) if args.command == "overhead" else sweep(args)
     print(json.dumps(result, indent=2))

@@ -44,8 +44,9 @@ def simulate(
     secagg_dropout: Annotated[float | None, typer.Option(
         help="SecAgg+: share of a round's clients that may drop out (sets the key sharing).")] = None,
     dp: Annotated[str | None, typer.Option(
-        "--dp", help="Differential privacy: 'record' (Opacus DP-SGD on each device, per-client "
-        "budget) or 'user' (clipped updates + distributed noise, server accountant).")] = None,
+        "--dp", help="Differential privacy: 'record' (per-record DP-SGD, per-device budget; with "
+        "--secagg each device adds a share of the noise) or 'user' (clipped updates + "
+        "distributed noise, server accountant).")] = None,
     epsilon: Annotated[float | None, typer.Option(
         help="DP ε: each client's budget (record) or the federation's target (user).")] = None,
     delta: Annotated[float | None, typer.Option(help="DP δ (per unit).")] = None,
@@ -54,6 +55,8 @@ def simulate(
         help="DP σ; default: derived from --epsilon.")] = None,
     max_grad_norm: Annotated[float | None, typer.Option(
         help="DP clip: per sample (record) or per client update (user).")] = None,
+    secure_rng: Annotated[bool, typer.Option(
+        "--secure-rng", help="DP noise from a cryptographic stream (docs/privacy.md).")] = False,
     seed: Seed = 0,
     encoder: Encoder = "all-MiniLM-L6-v2",
     compare: Annotated[bool, typer.Option(
@@ -89,7 +92,8 @@ def simulate(
         cfg.federation = replace(cfg.federation, **{
             **RECIPES.get(recipe or "", {}), **{k: v for k, v in overrides.items() if v is not None}})
         dp_overrides = {"mode": dp, "epsilon": epsilon, "delta": delta, "accountant": accountant,
-                        "noise_multiplier": noise_multiplier, "max_grad_norm": max_grad_norm}
+                        "noise_multiplier": noise_multiplier, "max_grad_norm": max_grad_norm,
+                        "secure_rng": secure_rng or None}
         cfg.privacy = replace(cfg.privacy,
                               **{k: v for k, v in dp_overrides.items() if v is not None})
         cfg.validate()

@@ -121,7 +121,7 @@ class FedRecClient(NumPyClient):
             # train on (a zero update), so who had data is not visible in the noise
             shared, _ = dp.clip_and_noise(shared, parameters, plan.privacy.max_grad_norm,
                                           privacy.noise_share_std(plan.privacy, plan.cohort),
-                                          secrets.randbits(62))
+                                          secrets.randbits(62), plan.privacy.secure_rng)
             num_examples, metrics = 1, {}
         if personal_state.kept(fed):
             device.store.personal.save(round_, personal, keep_from=keep_from)

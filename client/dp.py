@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from fedrec.client import noise as noise_module
 from fedrec.client.local import UserData, build_model
 from fedrec.client.personal import as_state
 from fedrec.common.model import DropoutMasks, FedRecModel, ModelConfig
@@ -130,16 +131,16 @@ def clip_update(local: list[np.ndarray], global_: list[np.ndarray], bound: float
 
 def clip_and_noise(
     local: list[np.ndarray], global_: list[np.ndarray], clip: float, noise_std: float,
-    secret_seed: int,
+    secret_seed: int, secure: bool = False,
 ) -> tuple[list[np.ndarray], float]:
     """User-level DP on the device: θ_global + clip_C(θ_local − θ_global) + N(0, noise_std²)
-    per coordinate (noise_std = σC/√m for m clients per round). Returns (the arrays to send,
-    the update's norm before clipping — for local diagnostics only, never sent)."""
-    rng = np.random.default_rng(secret_seed)
+    per coordinate (noise_std = σC/√m for m clients per round; `secure`: the cryptographic
+    sampler of `fedrec.client.noise`). Returns (the arrays to send, the update's norm before
+    clipping — for local diagnostics only, never sent)."""
     delta, norm = _update(local, global_)
     scale = min(1.0, clip / norm) if norm > 0 else 1.0
-    out = [(glo + d * scale + rng.normal(0.0, noise_std, d.shape)).astype(np.float32)
-           for glo, d in zip(global_, delta)]
+    out = [(glo + d * scale + noise_module.gaussian(d.shape, noise_std, secret_seed, i, secure)
+            ).astype(np.float32) for i, (glo, d) in enumerate(zip(global_, delta))]
     return out, norm
 
 
@@ -401,9 +402,10 @@ def distributed_update(
     scale = (bound / norms.clamp_min(1e-12)).clamp(max=1.0)
     std = privacy.noise_multiplier * privacy.max_grad_norm / math.sqrt(privacy.shares)
     total = {}
-    for name, s in sums.items():
-        noise = torch.stack([torch.randn(s.shape[1:], generator=g, dtype=torch.float64)
-                             for g in generators]) * std
+    for stream, (name, s) in enumerate(sums.items()):
+        noise = torch.from_numpy(np.stack([
+            noise_module.gaussian(tuple(s.shape[1:]), std, seed, stream, privacy.secure_rng)
+            for seed in seeds]))
         scaled = s.double() * scale.double().view(-1, *[1] * (s.dim() - 1))
         total[name] = -(scaled + noise).sum(0) / len(data)
     step = part.to_arrays(model, total)

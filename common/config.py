@@ -171,6 +171,10 @@ class RunConfig:
             why = self._distributed_unsupported()
             if why:
                 raise ConfigError(f"privacy.noise = 'distributed' {why}")
+        if self.privacy.secure_rng and self.record_noise() == "local":
+            raise ConfigError("privacy.secure_rng with local record-level noise needs Opacus' "
+                              "secure_mode, whose CSPRNG (torchcsprng) has no build for this "
+                              "torch; use distributed noise (--secagg) or user-level DP")
         return self
 
     def _distributed_unsupported(self) -> str | None:

@@ -57,6 +57,7 @@ class PrivacyConfig:
     sample_rate: float = 1.0  # distributed: each record's secret Poisson rate per participation
     max_records: int = 64  # distributed: a device's clipped sum is bounded by max_records · C
     shares: int = 0  # distributed: honest noise shares every sum holds (resolved from SecAgg+)
+    secure_rng: bool = False  # noise shares from a cryptographic stream (`fedrec.client.noise`)
 
     @property
     def enabled(self) -> bool:

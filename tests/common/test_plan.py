@@ -142,3 +142,11 @@ def test_distributed_noise_is_planned_for_the_honest_shares_secagg_guarantees():
     assert spent == pytest.approx(4.0, rel=0.01) and spent <= 4.0 * 1.003
     assert p.update_bound == pytest.approx(
         64 * 1.0 + resolved.noise_multiplier / math.sqrt(14) * (math.sqrt(40) + 10))
+
+
+def test_the_secure_noise_sampler_is_refused_where_opacus_would_need_torchcsprng():
+    record = privacy.PrivacyConfig(mode="record", secure_rng=True)
+    with pytest.raises(ConfigError, match="torchcsprng"):
+        config.RunConfig(privacy=record).validate()
+    config.RunConfig(privacy=record, federation=config.FederationConfig(secagg=True)).validate()
+    config.RunConfig(privacy=privacy.PrivacyConfig(mode="user", secure_rng=True)).validate()
