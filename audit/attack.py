@@ -49,10 +49,11 @@ class Release(Protocol):
     """The update θ_local − θ_global (the shared arrays, float64) a device releases after
     training on `train_items` (item ids, oldest first): without DP (`epsilon` None; `seed` seeds
     the training) or with record-level DP-SGD calibrated to spend exactly `epsilon` in this one
-    release (its randomness secret)."""
+    release (its randomness secret) — local noise, or with `shares` = m its share of distributed
+    noise (m such releases summed carry the noise of one DP-SGD step)."""
 
-    def __call__(self, train_items: np.ndarray, epsilon: float | None,
-                 seed: int) -> list[np.ndarray]: ...
+    def __call__(self, train_items: np.ndarray, epsilon: float | None, seed: int,
+                 shares: int | None = None) -> list[np.ndarray]: ...
 
 
 Device = Callable[["RunConfig", np.ndarray], Release]  # device(cfg, item_embeddings)
@@ -61,15 +62,19 @@ Device = Callable[["RunConfig", np.ndarray], Release]  # device(cfg, item_embedd
 @dataclass(frozen=True)
 class Setting:
     """What the attacker sees: one client's update (`secagg` False) or the sum over a cohort,
-    trained without DP (`epsilon` None) or with record-level DP-SGD at `epsilon`."""
+    trained without DP (`epsilon` None) or with record-level DP-SGD at `epsilon`: local noise,
+    or (`distributed`) each client's share of it, summed under SecAgg+."""
 
     name: str
     epsilon: float | None = None
     secagg: bool = False
+    distributed: bool = False
 
 
 DEFAULT_SETTINGS = (Setting("no protection"), Setting("DP ε=1", 1.0), Setting("DP ε=3", 3.0),
-                    Setting("DP ε=8", 8.0), Setting("SecAgg+ (sum of cohort)", secagg=True))
+                    Setting("DP ε=8", 8.0), Setting("SecAgg+ (sum of cohort)", secagg=True),
+                    Setting("distributed DP ε=8 (SecAgg+ sum)", 8.0, secagg=True,
+                            distributed=True))
 
 
 def epsilon_lower_bound(correct: int, guesses: int, beta: float = CONFIDENCE) -> float:
@@ -140,9 +145,12 @@ class Attack:
             items = np.concatenate([items, canary])
         return items
 
-    def update(self, train_items: np.ndarray, epsilon: float | None) -> list[np.ndarray]:
-        """The update θ_local − θ_global this client would release."""
-        return self.release(train_items, epsilon, seed=int(self.rng.integers(2**31)))
+    def update(self, train_items: np.ndarray, epsilon: float | None,
+               shares: int | None = None) -> list[np.ndarray]:
+        """The update θ_local − θ_global this client would release (`shares`: distributed
+        noise, see `Release`)."""
+        return self.release(train_items, epsilon, seed=int(self.rng.integers(2**31)),
+                            shares=shares)
 
     def scores(self, update: list[np.ndarray]) -> np.ndarray:
         """(n_items,) s_i = ‖ΔW ẽ_i‖ for unit ẽ_i, z-scored over the catalog; ΔW stacks the
@@ -164,14 +172,15 @@ def run(attack: Attack, setting: Setting, trials: int, cohort: int, progress=Non
         canary = rng.choice(np.array([i for i in range(n_items) if i not in own]),
                             attack.canary_length, replace=False)
         inserted = bool(rng.random() < 0.5)
+        shares = cohort if setting.distributed else None
         update = attack.update(attack.train_items(user, canary if inserted else None),
-                               setting.epsilon)
+                               setting.epsilon, shares)
         cohort_items = set(own)
         if setting.secagg:  # the server sees only the sum over the cohort
             others = [u for u in attack.users if u != user]
             for other in rng.choice(others, cohort - 1, replace=False):
                 other_update = attack.update(attack.train_items(int(other), None),
-                                             setting.epsilon)
+                                             setting.epsilon, shares)
                 update = [a + b for a, b in zip(update, other_update)]
                 cohort_items |= set(attack.split.train_sequences[int(other)])
         s = attack.scores(update)

@@ -29,15 +29,24 @@ class DeviceUpdates:
         torch.manual_seed(cfg.seed)
         self.global_ = FedRecModel(self.model_cfg, num_users=1).shared_arrays()
 
-    def __call__(self, train_items: np.ndarray, epsilon: float | None,
-                 seed: int) -> list[np.ndarray]:
+    def __call__(self, train_items: np.ndarray, epsilon: float | None, seed: int,
+                 shares: int | None = None) -> list[np.ndarray]:
         """The update (float64) after training on `train_items` (item ids, oldest first) for
         the run's local epochs: plain local training seeded by `seed` (`epsilon` None), or
         record-level DP-SGD with σ calibrated to spend exactly `epsilon` in this one release,
-        its randomness from a secret seed."""
+        its randomness from a secret seed: local noise, or with `shares` = m the distributed
+        step (`fedrec.client.dp.distributed_update`) with this device's share of the noise."""
         data = local.UserData(np.asarray(train_items, dtype=np.int64), -1, -1)
         epochs = self.cfg.federation.local_epochs
-        if epsilon is None:
+        if epsilon is not None and shares is not None:
+            p = replace(self.cfg.privacy, mode="record", noise="distributed", epsilon=epsilon,
+                        planned_rounds=1, shares=shares)
+            p = replace(p, noise_multiplier=privacy.noise_for_epsilon(
+                epsilon, p.delta, p.sample_rate, 1, p.accountant))
+            shared = dp.distributed_update(self.model_cfg, p, self.item_embeddings,
+                                           self.global_, [data], [secrets.randbits(62)],
+                                           seed, [True])
+        elif epsilon is None:
             shared, *_ = local.fit_local(self.model_cfg, self.cfg.train, self.item_embeddings,
                                          self.global_, None, data, epochs=epochs, seed=seed)
         else:

@@ -55,3 +55,15 @@ def test_the_attack_has_power_without_protection_and_none_under_dp(toy):
         attack.epsilon_lower_bound(plain["guesses"], plain["guesses"]))
     assert plain["member_item_auc"] > 0.6
     assert "| none |" in attack.table(report)
+
+
+@pytest.mark.slow
+def test_distributed_dp_holds_against_the_attack_on_the_secagg_sum(toy):
+    """The attack on what the server sees under distributed noise: the sum of a cohort's
+    releases, each clipped per record and carrying its share of the noise of ε = 1."""
+    report = attack.attack_all(toy, DeviceUpdates, settings=(
+        attack.Setting("distributed DP ε=1", 1.0, secagg=True, distributed=True),), trials=32,
+        cohort=4, progress=False)
+    (private,) = report["results"]
+    assert private["epsilon_lower_bound"] <= 1.0
+    assert private["canary_auc"] < 0.8
