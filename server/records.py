@@ -195,4 +195,15 @@ def privacy_summary(run_dir: Path) -> dict:
                        clients_exhausted=max((r.get("clients_exhausted", 0) for r in rounds),
                                              default=0),
                        declined_rounds=sum(r.get("declined", 0) for r in rounds))
+        resolved = (RunPlan.from_json((run_dir / PLAN).read_text()).privacy
+                    if (run_dir / PLAN).exists() else None)
+        if resolved is not None and resolved.noise == "distributed":
+            # a device out of budget still sends its noise share, so the server cannot count
+            # it; every release is one step at the run's σ, so a device is at its cap after
+            # exactly the planned number of releases (the devices' ledgers, collected)
+            releases: dict[str, int] = {}
+            for line in ledger:
+                releases[line["client"]] = releases.get(line["client"], 0) + 1
+            summary.update(declined_rounds=None, clients_exhausted=sum(
+                n >= resolved.planned_rounds for n in releases.values()))
     return summary
