@@ -232,11 +232,12 @@ def _charges(account: dict, findings: list) -> list[tuple[float, float, int, int
     history = account.get("history", [])
     charges = []
     for i, entry in enumerate(history if isinstance(history, list) else [None], start=1):
-        if not (isinstance(entry, list) and len(entry) == 4 and mechanisms.number(entry[0])
-                and entry[0] > 0 and mechanisms.number(entry[1]) and 0 < entry[1] <= 1
+        if not (isinstance(entry, list) and len(entry) == 4 and mechanisms.valid_sigma(entry[0])
+                and mechanisms.number(entry[1]) and 0 < entry[1] <= 1
                 and mechanisms.integer(entry[2]) and 1 <= entry[2] <= mechanisms.MAX_STEPS
                 and mechanisms.integer(entry[3])):
-            _fail(findings, f"the privacy account's charge {i} is no [σ > 0, q in (0, 1], "
+            _fail(findings, f"the privacy account's charge {i} is no [σ in "
+                            f"[{mechanisms.SIGMA_MIN:g}, {privacy.NOISE_MULTIPLIER_MAX:g}], q in (0, 1], "
                             f"steps ≥ 1, round]: {entry!r}")
             return []
         charges.append((float(entry[0]), float(entry[1]), entry[2], entry[3]))

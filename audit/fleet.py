@@ -168,7 +168,7 @@ def infer_rotations(lines: list[dict], p, findings: list) -> dict[str, str]:
 
 
 def _mechanism(line: dict) -> bool:
-    return (mechanisms.number(line["noise_multiplier"]) and line["noise_multiplier"] > 0
+    return (mechanisms.valid_sigma(line["noise_multiplier"])
             and mechanisms.number(line["sample_rate"]) and 0 < line["sample_rate"] <= 1
             and mechanisms.integer(line["steps"]) and 1 <= line["steps"] <= mechanisms.MAX_STEPS
             and mechanisms.integer(line["round"]))

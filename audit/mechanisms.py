@@ -27,6 +27,7 @@ PLANNED_WINDOW = (0.97, 1.003)  # σ is found to 0.1 % in ε, the accountants ag
 TOLERANCE = 0.01  # relative disagreement allowed between the ledger and dp-accounting
 PRV_ABSOLUTE = 0.005  # Opacus' PRV accountant is exact to ±0.002 in ε: small ε need slack
 ACCOUNTANTS_AGREE = 0.003  # Opacus and dp-accounting RDP differ by up to 0.2 %
+SIGMA_MIN = 0.05  # below: ε > 280 per release, and dp-accounting's PLD cannot discretize it
 MAX_STEPS = 10**7  # more steps than any device takes: refused before any accountant runs
 
 
@@ -58,6 +59,11 @@ def fail(findings: list, what: str, line: int | None = None, severity: str = "fa
 
 def number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def valid_sigma(v) -> bool:
+    """Whether `v` is a σ the audit can recompute: a number in [SIGMA_MIN, σ_max]."""
+    return number(v) and SIGMA_MIN <= v <= privacy.NOISE_MULTIPLIER_MAX
 
 
 def integer(v) -> bool:

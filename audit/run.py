@@ -30,7 +30,7 @@ import numpy as np
 from fedrec.audit import consistency, fleet, mechanisms, records
 from fedrec.audit.mechanisms import fail as _fail
 from fedrec.common import crosscheck as independent
-from fedrec.common import wire
+from fedrec.common import privacy, wire
 from fedrec.common.errors import ConfigError
 from fedrec.common.jsonl import read_jsonl as _read_jsonl
 
@@ -134,7 +134,10 @@ def _valid(line: dict, p, findings: list, whose: str = "the run's") -> bool:
     δ or accountant is not `whose` (`p`)."""
     n = line["line"]
     checks = [
-        (_number(line["noise_multiplier"]) and line["noise_multiplier"] > 0, "σ must be > 0"),
+        (mechanisms.valid_sigma(line["noise_multiplier"]),
+         f"σ must be in [{mechanisms.SIGMA_MIN:g}, {privacy.NOISE_MULTIPLIER_MAX:g}] (below, one "
+         "release alone spends ε > 280 and the independent accountants cannot resolve it; "
+         "above, no budget is reached)"),
         (_number(line["sample_rate"]) and 0 < line["sample_rate"] <= 1, "q must be in (0, 1]"),
         (_integer(line["steps"]) and 1 <= line["steps"] <= MAX_STEPS,
          f"steps must be an integer in [1, {MAX_STEPS:g}]"),

@@ -91,7 +91,11 @@ def test_a_release_after_the_budget_is_spent_is_caught(tmp_path):
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
-    ("noise_multiplier", 0.0, "σ must be > 0"), ("sample_rate", 1.5, "q must be in (0, 1]"),
+    ("noise_multiplier", 0.0, "σ must be in [0.05, 10000]"),
+    # σ² underflows / overflows in any accountant: a finding, not a crash
+    ("noise_multiplier", 4e-192, "σ must be in"), ("noise_multiplier", 1.7976931348623157e308,
+                                                   "σ must be in"),
+    ("sample_rate", 1.5, "q must be in (0, 1]"),
     ("steps", 0, "steps must be an integer"), ("delta", 1e-3, "delta 0.001 differs"),
 ])
 def test_impossible_parameters_are_caught(tmp_path, field, value, message):
