@@ -134,12 +134,12 @@ class FedRecClient(NumPyClient):
         from fedrec.client import dp
 
         plan, p, store = self.plan, self.plan.privacy, self.device.store
-        if p.noise == "distributed":
-            seed, train = self.distributed_charge(parameters, round_, keep_from, run)
-            return dp.distributed_update(
-                plan.model, p, self.device.catalog(), parameters, [self.device.user_data()],
-                [seed], self._round_seed(round_), [train]), 1, {}
         user_data = self.device.user_data()
+        if p.noise == "distributed":
+            seed, train = self.distributed_charge(parameters, round_, keep_from, run, user_data)
+            return dp.distributed_update(
+                plan.model, p, self.device.catalog(), parameters, [user_data], [seed],
+                self._round_seed(round_), [train]), 1, {}
         personal = store.personal.load(before_round=round_)
         mechanism = dp.plan(user_data, plan.config.train, p, plan.federation.local_epochs)
         # a replay must see exactly the same inputs, else the same noise would cover new data
@@ -161,18 +161,18 @@ class FedRecClient(NumPyClient):
         store.personal.save(round_, personal, keep_from=keep_from)
         return shared, 1, {}
 
-    def distributed_charge(self, parameters, round_: int, keep_from: int, run: str
-                           ) -> tuple[int, bool]:
+    def distributed_charge(self, parameters, round_: int, keep_from: int, run: str,
+                           user_data) -> tuple[int, bool]:
         """Distributed noise: charge this device one participation (σ of the plan, its
         records' Poisson rate q, one step) and return (the secret seed of its records'
         sampling, dropout and noise share, whether it trains). A device with no budget left,
         or nothing to train on, still sends its noise share (a fresh secret seed, no
         records): the sum must hold every share the plan counts on, and a missing share
-        would tell the server who is out of budget."""
+        would tell the server who is out of budget. `user_data`: the device's
+        (`Device.user_data()`)."""
         from fedrec.common.train import disjoint_windows
 
         p = self.plan.privacy
-        user_data = self.device.user_data()
         records = len(disjoint_windows(user_data.train_items, p.window))
         inputs = digest([*parameters, user_data.train_items, np.asarray(self.device.catalog()),
                          np.array([p.noise_multiplier, p.sample_rate, p.window, p.max_grad_norm,

@@ -28,7 +28,7 @@ from fedrec.client import noise as noise_module
 from fedrec.client.local import UserData, build_model
 from fedrec.client.personal import as_state
 from fedrec.common.model import DropoutMasks, FedRecModel, ModelConfig
-from fedrec.common.privacy import PrivacyConfig
+from fedrec.common.privacy import PrivacyConfig, noise_share_std
 from fedrec.common.train import TrainConfig, disjoint_windows, make_optimizer, window_loss
 
 
@@ -148,6 +148,16 @@ def clip_and_noise(
 RECORD_CHUNK = 128  # records whose per-record gradients are held at once (memory bound)
 
 
+def _row_norms(tensors) -> torch.Tensor:
+    """(R,) the L2 norm of each row over several (R, ...) tensors together."""
+    return torch.sqrt(sum(t.flatten(1).pow(2).sum(1) for t in tensors))
+
+
+def _scale_rows(t: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(R, ...) `t` with row r multiplied by `scale[r]`."""
+    return t * scale.view(-1, *[1] * (t.dim() - 1))
+
+
 def catalog_basis(item_embeddings: torch.Tensor, rank: int) -> torch.Tensor:
     """(rank, input_dim) orthonormal rows: the catalog embeddings' top principal directions.
     A function of the public catalog only, so every device and the server compute the same
@@ -195,14 +205,14 @@ class TrainedPart:
         """A direction in coordinates -> one array per shared array (wire order), zeros for
         what is not trained."""
         out = []
-        for name in model.shared_state():
+        for name, value in model.shared_state().items():
             if name in coords:
                 out.append(coords[name].numpy())
             elif self.lowrank and name.startswith("adapter.experts.") and name.endswith(".weight"):
-                e = name.split(".")[2]
-                out.append((coords[f"lowrank.{e}"] @ self.basis.to(coords[f"lowrank.{e}"].dtype)).numpy())
+                a = coords[f"lowrank.{name.split('.')[2]}"]
+                out.append((a @ self.basis.to(a.dtype)).numpy())
             else:
-                out.append(np.zeros(tuple(model.shared_state()[name].shape), np.float32))
+                out.append(np.zeros(tuple(value.shape), np.float32))
         return out
 
 
@@ -341,11 +351,11 @@ def clipped_gradient_sums(
                                     keep[:, lo:lo + RECORD_CHUNK])
         if pullback is not None:
             grads = grads | pullback(d_items)
-        norm = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads.values()))
+        norm = _row_norms(grads.values())
         scale = (clip / norm.clamp_min(1e-12)).clamp(max=1.0)
         rows = owners[lo:lo + RECORD_CHUNK]
         for n, g in grads.items():
-            sums[n].index_add_(0, rows, g * scale.view(-1, *[1] * (g.dim() - 1)))
+            sums[n].index_add_(0, rows, _scale_rows(g, scale))
         norms.append(norm)
     return sums, torch.cat(norms) if norms else torch.zeros(0)
 
@@ -397,16 +407,14 @@ def distributed_update(
     sums, _ = clipped_gradient_sums(model, item_embeddings, torch.cat(windows),
                                     torch.cat(owners), len(data), privacy.max_grad_norm, part,
                                     torch.cat(keeps, dim=1), catalog)
-    norms = torch.sqrt(sum(s.flatten(1).pow(2).sum(1) for s in sums.values()))
     bound = privacy.max_records * privacy.max_grad_norm
-    scale = (bound / norms.clamp_min(1e-12)).clamp(max=1.0)
-    std = privacy.noise_multiplier * privacy.max_grad_norm / math.sqrt(privacy.shares)
+    scale = (bound / _row_norms(sums.values()).clamp_min(1e-12)).clamp(max=1.0).double()
+    std = noise_share_std(privacy, privacy.shares)
     total = {}
     for stream, (name, s) in enumerate(sums.items()):
         noise = torch.from_numpy(np.stack([
             noise_module.gaussian(tuple(s.shape[1:]), std, seed, stream, privacy.secure_rng)
             for seed in seeds]))
-        scaled = s.double() * scale.double().view(-1, *[1] * (s.dim() - 1))
-        total[name] = -(scaled + noise).sum(0) / len(data)
+        total[name] = -(_scale_rows(s.double(), scale) + noise).sum(0) / len(data)
     step = part.to_arrays(model, total)
     return [np.asarray(a, np.float64) + d for a, d in zip(shared, step)]

@@ -89,11 +89,12 @@ class BatchedDevices:
             return [None] * len(users)
         plan, round_ = self.plan, int(config["server_round"])
         keep_from, run = int(config["checkpoint_round"]), str(config.get("run", ""))
-        charges = [FedRecClient(plan, d).distributed_charge(shared, round_, keep_from, run)
-                   for d in devices]
+        partitions = [d.user_data() for d in devices]
+        charges = [FedRecClient(plan, d).distributed_charge(shared, round_, keep_from, run, u)
+                   for d, u in zip(devices, partitions)]
         arrays = dp.distributed_update(
             plan.model, plan.privacy, catalog_embeddings(self.spec), shared,
-            [d.user_data() for d in devices], [seed for seed, _ in charges],
+            partitions, [seed for seed, _ in charges],
             local.round_seed(int(config["seed"]), round_), [train for _, train in charges])
         parameters = ndarrays_to_parameters([a.astype(np.float32) for a in arrays])
         replies = {d.partition: FitRes(Status(Code.OK, "Success"), parameters, 1, {})
