@@ -216,10 +216,12 @@ class RunConfig:
         fed = self.federation
         if self.record_noise() == "distributed":
             pass  # the engine sums the devices' clipped sums and noise shares: SecAgg+'s sum
+        elif self.privacy.mode == "user":
+            pass  # each device's own fit (clip, noise share), one after another; SecAgg+'s mean
         elif fed.secagg:
             return "secure aggregation needs one training message per client"
         elif self.privacy.enabled:
-            return "differential privacy needs per-client clipping, noise and accounting"
+            return "local record-level DP trains each device with Opacus: one message per client"
         if egress_log:
             return "an egress log records every client's training message, one per client"
         if fed.local_optimizer != "sgd" or fed.local_steps != 1:

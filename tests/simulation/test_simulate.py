@@ -211,7 +211,9 @@ def test_engine_choice(home):
         small_config(engine="batched", secagg=True)
     cfg = small_config()
     cfg.privacy = replace(cfg.privacy, mode="user")
-    assert cfg.validate().engine() == "ray"
+    assert cfg.validate().engine() == "batched"  # each device's own fit, in this process
+    cfg.privacy = replace(cfg.privacy, mode="record", window=5)
+    assert cfg.validate().engine() == "ray"  # Opacus on each device: one message per client
     # an egress log must see every client's training message: one message per client
     assert small_config().engine(egress_log=True) == "ray"
     with pytest.raises(config.ConfigError, match="egress log"):
@@ -348,6 +350,39 @@ def test_user_level_dp_composes_with_secagg(home, tmp_path):
     assert len(by_client["server"]) == 2 and final["privacy"]["epsilon"] <= 4.0
 
 
+def moved_heads(runs: dict[str, Path], round_: int = 1) -> dict[str, np.ndarray]:
+    """Each run's shared head after `round_` minus the initial head, as one flat vector."""
+    from fedrec.common.plan import RunPlan
+    from fedrec.server import checkpoint
+    from fedrec.server.app import initial_head
+
+    moved = {}
+    for name, run in runs.items():
+        plan = RunPlan.from_json((run / "plan.json").read_text())
+        _, head, _ = checkpoint.load(run / "checkpoints" / f"round-{round_:06d}.safetensors")
+        start = dict(zip(plan.keys, initial_head(plan)))
+        moved[name] = np.concatenate([(head[k] - start[k]).ravel() for k in start])
+    return moved
+
+
+def test_user_level_dp_on_the_batched_engine_sums_what_real_secagg_sums(home, tmp_path):
+    """Every client sampled (so the server's secret sampling picks the same cohort), σ small:
+    the batched engine (each device's own fit, their mean) and the real SecAgg+ protocol on
+    the in-process engine release the same update up to the secret noise and quantization."""
+    cfg = dp_config("user", epsilon=1000.0, noise_multiplier=0.05, max_grad_norm=0.5)
+    cfg.federation = replace(cfg.federation, rounds=1, clients_per_round=USERS, secagg=True,
+                             checkpoint_every=1, strategy="fedavg", server_lr=1.0)
+    for engine in ("in-process", "batched"):
+        cfg.federation = replace(cfg.federation, engine=engine)
+        final = simulate(cfg.validate(), tmp_path / engine, progress=False)
+        assert final["engine"] == engine and final["privacy"]["epsilon"] > 0
+        assert len(check_ledger(tmp_path / engine)["server"]) == 1  # `fedrec audit` passes
+    moved = moved_heads({e: tmp_path / e for e in ("in-process", "batched")})
+    noise = 0.05 * 0.5 / USERS * np.sqrt(len(moved["batched"]))  # the mean's noise norm
+    assert np.linalg.norm(moved["batched"]) > 2 * noise  # the signal is not the noise
+    assert np.linalg.norm(moved["batched"] - moved["in-process"]) < 3 * noise
+
+
 def distributed_config(**settings) -> config.RunConfig:
     cfg = dp_config("record", **{"window": 4, "rank": 4, **settings})
     cfg.federation = replace(cfg.federation, secagg=True, rounds=2, checkpoint_every=1,
@@ -360,26 +395,17 @@ def test_distributed_record_dp_on_real_secagg_sums_what_the_batched_engine_sums(
     the in-process engine) sums them, and the batched engine computes the same sum. σ is
     small here (ε ≈ 35 per release), so only the (secret) noise and SecAgg+'s quantization
     differ: the two engines' updates agree up to the noise."""
-    from fedrec.server import checkpoint
-
     cfg = distributed_config(noise_multiplier=0.2, epsilon=1000.0)
-    runs = {}
-    for engine in ("in-process", "batched"):
+    engines = ("in-process", "batched")
+    for engine in engines:
         cfg.federation = replace(cfg.federation, engine=engine)
         simulate(cfg.validate(), tmp_path / engine, progress=False)
         by_client = check_ledger(tmp_path / engine)  # `fedrec audit` passes
         assert all(line["steps"] == 1 and line["sample_rate"] == 1.0
                    for lines in by_client.values() for line in lines)
-        _, runs[engine], _ = checkpoint.load(
-            tmp_path / engine / "checkpoints" / "round-000001.safetensors")
         rounds = read_jsonl(tmp_path / engine / "rounds.jsonl")
         assert all(r["aggregated"] for r in rounds)
-    from fedrec.common.plan import RunPlan
-    from fedrec.server.app import initial_head
-
-    plan = RunPlan.from_json((tmp_path / "batched" / "plan.json").read_text())
-    start = dict(zip(plan.keys, initial_head(plan)))
-    moved = {e: np.concatenate([(runs[e][k] - start[k]).ravel() for k in start]) for e in runs}
+    moved = moved_heads({e: tmp_path / e for e in engines})
     agreement = np.corrcoef(moved["batched"], moved["in-process"])[0, 1]
     assert agreement > 0.5
 
