@@ -36,6 +36,9 @@ def simulate(
         "(Flower's engine, one message per client; every feature) or in-process (the same "
         "messages one after another in this process, without Ray).")] = None,
     eval_every: Annotated[int | None, typer.Option(help="Evaluate every N rounds.")] = None,
+    eval_users: Annotated[int | None, typer.Option(
+        help="Central evaluation per evaluation round on a fixed sample of at most N users "
+        "(0: all); the served round is evaluated on every user at the end.")] = None,
     eval_clients: Annotated[int | None, typer.Option(
         help="Federated-evaluation sample per evaluation round (0: all); the last asks all.")] = None,
     fail_rate: Annotated[float | None, typer.Option(help="Seeded share of clients that fail while training.")] = None,
@@ -86,7 +89,8 @@ def simulate(
                      "local_epochs": local_epochs, "reconstruct_steps": reconstruct_steps,
                      "engine": engine, "strategy": strategy, "server_lr": server_lr,
                      "server_lr_schedule": server_lr_schedule,
-                     "eval_every": eval_every, "eval_clients": eval_clients,
+                     "eval_every": eval_every, "eval_users": eval_users,
+                     "eval_clients": eval_clients,
                      "fail_rate": fail_rate, "secagg_dropout": secagg_dropout,
                      "secagg": secagg or None}
         cfg.federation = replace(cfg.federation, **{

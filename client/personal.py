@@ -105,12 +105,14 @@ def personalized_model(
     steps: int,
     lr: float,
     chunk: int = CHUNK,
+    progress=None,
 ) -> FedRecModel:
     """The global head `shared` with each user's personal vector reconstructed against it
     (row b for user b: from its stored state `states[b]` and training items `sequences[b]`),
     in eval mode, ready to score. What a device does before it evaluates or recommends; the
     simulation does it for every user at once, `chunk` users at a time (memory is bounded by
-    the chunk; users are independent, so chunking changes nothing)."""
+    the chunk; users are independent, so chunking changes nothing). `progress(n)`: called
+    with the number of users of each chunk done."""
     model = FedRecModel(model_cfg, num_users=len(states))
     model.load_shared_arrays(shared)
     model.eval()
@@ -121,4 +123,6 @@ def personalized_model(
         vectors = reconstruct(model, items, sequences[lo : lo + chunk], start, steps, lr)
         with torch.no_grad():
             model.personal.vectors.weight[lo : lo + chunk] = vectors
+        if progress:
+            progress(len(vectors))
     return model

@@ -58,6 +58,9 @@ class FederationConfig:
     proximal_mu: float = 0.01  # fedprox
     max_update_norm: float = 100.0  # L2 bound on a client's update; larger ones are rejected
     eval_every: int = 100
+    eval_users: int = 5000  # central evaluation per eval round on a fixed seeded sample of at
+    #                         most this many users (0 = every user); the served round is then
+    #                         evaluated on every user at the end
     eval_clients: int = 100  # federated-evaluation sample per eval round (0 = every client);
     #                          the last round's evaluation always asks every client
     checkpoint_every: int = 50
@@ -82,6 +85,9 @@ class FederationConfig:
                      "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"federation.{name} = {getattr(self, name)}; expected >= 1")
+        if self.eval_users < 0:
+            raise ConfigError(f"federation.eval_users = {self.eval_users}; expected >= 0 "
+                              "(0: every user)")
         if self.reconstruct_steps < 0:
             raise ConfigError(f"federation.reconstruct_steps = {self.reconstruct_steps}; "
                               "expected >= 0")

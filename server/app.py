@@ -34,11 +34,13 @@ class ServerHooks:
     """What a simulation adds to the ServerApp (all optional). `central_eval(round, arrays)`:
     the central protocol's metrics of a global head; `fit_workflow(strategy)`: a replacement
     for Flower's training step (the batched engine); `before_finish()`: runs after the last
-    round, before `metrics.json` is written."""
+    round, before `metrics.json` is written; `full_eval(round)`: the central protocol over
+    every user for an evaluated round, when `central_eval` covered a sample of them."""
 
     central_eval: Callable | None = None
     fit_workflow: Callable[[FedRecStrategy], object] | None = None
     before_finish: Callable[[], None] | None = None
+    full_eval: Callable[[int], dict] | None = None
 
 
 server_app = ServerApp()
@@ -79,7 +81,8 @@ def run(grid: Grid, context) -> dict:
     if hooks.before_finish:
         hooks.before_finish()
     return records.finish(run_dir, time.perf_counter() - started,
-                          str(context.run_config.get(ENGINE_KEY, "") or "deployment"))
+                          str(context.run_config.get(ENGINE_KEY, "") or "deployment"),
+                          hooks.full_eval)
 
 
 def initial_head(plan: RunPlan) -> list:

@@ -105,10 +105,12 @@ class Recorder:
             os.fsync(fh.fileno())  # on disk before the round's checkpoint is
 
 
-def finish(run_dir: Path, seconds: float, engine_name: str = "") -> dict:
+def finish(run_dir: Path, seconds: float, engine_name: str = "", full_eval=None) -> dict:
     """Write `metrics.json`: the served round's metrics plus run totals. The metrics are the
     central protocol's where the run had them (a simulation), else the clients' own
-    evaluations (`federated_*`: a deployment)."""
+    evaluations (`federated_*`: a deployment). If the served round was evaluated on a sample
+    of users (`eval_sample`), `full_eval(round)` evaluates it on every user: those metrics
+    are the served ones, and the sample's stay under `sampled`."""
     from fedrec.common.experiment import peak_rss_mb
 
     run_dir = Path(run_dir)
@@ -121,6 +123,9 @@ def finish(run_dir: Path, seconds: float, engine_name: str = "") -> dict:
     chosen = select_round(evaluated)
     final = {k: v for k, v in chosen.items()
              if k not in ("train_loss", "failed", "round", "elapsed_seconds", "eval_seconds")}
+    if full_eval is not None and "eval_sample" in chosen:
+        sampled = {k: final.pop(k) for k in list(final) if not k.startswith("federated_")}
+        final = {**full_eval(chosen["round"]), **final, "sampled": sampled}
     final.update(
         selected_round=chosen["round"],
         last={k: v for k, v in evaluated[-1].items() if k not in ("train_loss", "failed")},

@@ -57,24 +57,61 @@ def build_plan(cfg: config.RunConfig, prepared: Prepared, clients: int | None = 
 
 
 def central_evaluator(plan: RunPlan, prepared: Prepared, run_dir: Path):
-    """The DESIGN protocol over every user: each reconstructs its personal vector against the
-    global head from the state on its own device (`fedrec.client.personal`, what a device does
+    """The DESIGN protocol: each user reconstructs its personal vector against the global
+    head from the state on its own device (`fedrec.client.personal`, what a device does
     before it recommends), then the catalog is ranked for it. A simulation-only view: a real
-    server never sees personal state."""
-    from fedrec.client.personal import personalized_model, starting_point
+    server never sees personal state.
+
+    Returns `evaluate(round_, arrays, every_user=False)`. Per evaluation round it covers a
+    fixed sample of `federation.eval_users` users, drawn once from the run's seed (every user
+    when the population is no larger), and says so in the metrics (`eval_sample`: the
+    sample's size); `every_user=True` covers every user, `CHUNK` users at a time."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from fedrec.client.personal import CHUNK, personalized_model, starting_point
+    from fedrec.common.evaluate import RowScorer
 
     split, fed, spec = prepared.split, plan.federation, DataSpec.of(plan)
     embeddings = torch.as_tensor(prepared.item_embeddings)
+    population = split.num_users
+    sample = None
+    if 0 < fed.eval_users < population:
+        sample = np.sort(np.random.default_rng([plan.config.seed, 4]).choice(
+            population, fed.eval_users, replace=False))
 
-    def evaluate(round_: int, arrays: list) -> dict:
-        states = [starting_point(VirtualDevice(spec, user, store_path(run_dir, user)),
-                                 round_ + 1, fed) for user in range(split.num_users)]
-        model = personalized_model(plan.model, embeddings, arrays, states, split.train_sequences,
-                                   fed.reconstruct_steps, fed.reconstruct_lr)
-        scorer = FedRecCentral.from_model(model, prepared.item_embeddings)
-        return evaluate_all(scorer, split, prepared.item_embeddings)
+    def evaluate(round_: int, arrays: list, every_user: bool = False) -> dict:
+        users = np.arange(population) if every_user or sample is None else sample
+        states = [starting_point(VirtualDevice(spec, int(u), store_path(run_dir, int(u))),
+                                 round_ + 1, fed) for u in users]
+        chunks = tqdm(total=len(users), desc=f"evaluating round {round_} on every user",
+                      unit="user", leave=False, disable=not every_user or len(users) <= CHUNK)
+        model = personalized_model(plan.model, embeddings, arrays, states,
+                                   [split.train_sequences[u] for u in users],
+                                   fed.reconstruct_steps, fed.reconstruct_lr,
+                                   progress=chunks.update)
+        chunks.close()
+        rows = np.full(population, -1, np.int64)
+        rows[users] = np.arange(len(users))
+        scorer = RowScorer(FedRecCentral.from_model(model, prepared.item_embeddings), rows)
+        metrics = evaluate_all(scorer, split, prepared.item_embeddings, users=users)
+        if len(users) < population:
+            metrics["eval_sample"] = len(users)
+        return metrics
 
     return evaluate
+
+
+def full_evaluator(plan: RunPlan, run_dir: Path, evaluate):
+    """`full_eval(round_)`: the central protocol over every user for an evaluated round's
+    checkpoint (the served round of a run whose per-round evaluations were sampled)."""
+    from fedrec.server import checkpoint
+
+    def full_eval(round_: int) -> dict:
+        _, shared, _ = checkpoint.load(checkpoint.round_path(run_dir / "checkpoints", round_))
+        return evaluate(round_, [shared[k] for k in plan.keys], every_user=True)
+
+    return full_eval
 
 
 def server_hooks(plan: RunPlan, run_dir: Path, run_config):
@@ -89,9 +126,10 @@ def server_hooks(plan: RunPlan, run_dir: Path, run_config):
         def fit_workflow(strategy):
             return BatchedFitWorkflow(strategy, BatchedDevices(plan, run_dir))
 
-    return ServerHooks(central_eval=central_evaluator(plan, prepared, run_dir),
-                       fit_workflow=fit_workflow,
-                       before_finish=lambda: collect_ledgers(plan, run_dir))
+    evaluate = central_evaluator(plan, prepared, run_dir)
+    return ServerHooks(central_eval=evaluate, fit_workflow=fit_workflow,
+                       before_finish=lambda: collect_ledgers(plan, run_dir),
+                       full_eval=full_evaluator(plan, run_dir, evaluate))
 
 
 def collect_ledgers(plan: RunPlan, run_dir: Path) -> None:

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from fedrec.common.evaluate import MatrixScorer, evaluate, evaluate_all, evaluate_cold
+from fedrec.common.evaluate import MatrixScorer, RowScorer, evaluate, evaluate_all, evaluate_cold
 from fedrec.common.split import NO_ITEM, Split
 
 N_ITEMS = 15
@@ -87,7 +87,8 @@ def test_coverage_of_the_top_10_lists():
     assert result["coverage@10"] == pytest.approx(12 / 15)
 
 
-TEST_KEYS = {"hr@10", "ndcg@10", "recall@20", "mrr@10", "coverage@10", "users"}
+TEST_KEYS = {"hr@10", "ndcg@10", "recall@20", "mrr@10", "coverage@10", "users", "ndcg@10_ci95",
+             "hr@10_ci95"}
 COLD_KEYS = {"cold_hr@10", "cold_ndcg@10", "cold_random_hr@10", "cold_users"}
 
 
@@ -99,6 +100,27 @@ def test_keys_and_diversity_only_with_embeddings():
     result = evaluate(scorer, split, item_embeddings=emb)
     assert set(result) == TEST_KEYS | {"diversity@10"}
     assert result["diversity@10"] == pytest.approx(0.0)
+
+
+def test_a_sample_of_users_and_the_confidence_interval_of_the_mean():
+    split = tiny_split()
+    scores = one_hot(split.test_items)
+    scores[1, [7, 8, 0]] = [3.0, 2.0, 1.0]  # user 1's target (0) ranks third: NDCG 1/log2(4)
+    result = evaluate(MatrixScorer(scores), split, "test")
+    assert result["ndcg@10"] == pytest.approx(0.75) and result["hr@10"] == 1.0
+    # 1.96 × sample std of (1, 0.5) / √2
+    assert result["ndcg@10_ci95"] == pytest.approx(1.96 * math.sqrt(0.125) / math.sqrt(2))
+    assert result["hr@10_ci95"] == 0.0
+    sampled = evaluate(MatrixScorer(scores), split, "test", users=np.array([1, 2]))
+    assert sampled["users"] == 1 and sampled["ndcg@10"] == pytest.approx(0.5)
+    assert math.isnan(sampled["ndcg@10_ci95"])  # one user: no interval
+    # a scorer built for user 1 alone, as its row 0
+    rows = RowScorer(MatrixScorer(scores[[1]]), np.array([-1, 0, -1]))
+    same = evaluate(rows, split, "test", users=np.array([1]))
+    assert {k: v for k, v in same.items() if v == v} == {k: v for k, v in sampled.items()
+                                                         if v == v}  # NaN ≠ NaN
+    with pytest.raises(ValueError, match=r"users \[0\] are not in"):
+        evaluate(rows, split, "test")
 
 
 def test_no_evaluable_users_gives_nan():

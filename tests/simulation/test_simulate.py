@@ -220,6 +220,22 @@ def test_engine_choice(home):
         small_config(engine="batched").engine(egress_log=True)
 
 
+def test_rounds_are_evaluated_on_a_sample_and_the_served_round_on_every_user(home, tmp_path):
+    sampled = simulate(small_config(eval_users=15), tmp_path / "sampled", progress=False)
+    rows = read_jsonl(tmp_path / "sampled" / "metrics.jsonl")
+    assert all(r["eval_sample"] == 15 and 0 < r["users"] <= 15 for r in rows)
+    assert all(r["ndcg@10_ci95"] > 0 for r in rows[1:])
+    # the served round, on every user: what the same run evaluating everyone says of it
+    full = simulate(small_config(eval_users=0), tmp_path / "full", progress=False)
+    row = next(r for r in read_jsonl(tmp_path / "full" / "metrics.jsonl")
+               if r["round"] == sampled["selected_round"])
+    assert "eval_sample" not in full and "eval_sample" not in row
+    assert sampled["users"] == row["users"] > 15
+    for key in ("ndcg@10", "ndcg@10_ci95", "valid_ndcg@10", "cold_ndcg@10"):
+        assert sampled[key] == pytest.approx(row[key], rel=1e-5), key
+    assert sampled["sampled"]["eval_sample"] == 15
+
+
 @pytest.mark.parametrize("engine", ["batched", "ray"])
 def test_failed_clients_are_counted_and_rounds_complete(home, tmp_path, engine):
     final = simulate(small_config(fail_rate=0.3, engine=engine), tmp_path / "run", progress=False)
