@@ -9,10 +9,17 @@ non-private run (ε = ∞) on one schedule (default: the default recipe), per se
 benchmarks/results/privacy-<dataset>-<schedule>.json and a privacy-utility PNG. Finished runs
 are reused, so an interrupted sweep continues.
 
+`population`: the same sweep on synthetic populations of several sizes with one catalog
+(`fedrec data synth`'s generator, seed 0); writes benchmarks/results/privacy-population-
+<schedule>.json and a PNG of NDCG@10 as a fraction of the non-private run of the same
+population, per ε and DP unit — the curve that says whether DP is affordable for a user base.
+
     python benchmarks/privacy.py overhead --dataset ml-100k
     python benchmarks/privacy.py sweep --dataset ml-100k --secagg --modes record --eval-every 100
     python benchmarks/privacy.py sweep --dataset ml-100k --rounds 20 --clients-per-round 50 \
         --strategy fedavgm --record-sigmas 0.01                     # the first study
+    python benchmarks/privacy.py population --users 1000 10000 100000 --secagg \
+        --rounds 200 --eval-every 50
 """
 
 from __future__ import annotations
@@ -97,9 +104,8 @@ def sweep(args) -> dict:
                                   ("clients_per_round", args.clients_per_round),
                                   ("strategy", args.strategy)) if v is not None}
     defaults = RunConfig().federation
-    shape = (f"{schedule.get('rounds', defaults.rounds)}x"
-             f"{schedule.get('clients_per_round', defaults.clients_per_round)}")
-    tag = f"{shape}{'-secagg' if args.secagg else ''}"
+    tag = _schedule_tag(args)
+    shape = tag.removesuffix("-secagg")
     rows = []
     for seed in args.seeds:
         runs = [("off", None, None)] + [(m, e, None) for m in args.modes for e in args.epsilons]
@@ -120,7 +126,8 @@ def sweep(args) -> dict:
                 cfg.federation = replace(cfg.federation, **schedule, secagg=secure,
                                          eval_every=args.eval_every or
                                          schedule.get("rounds", defaults.rounds),
-                                         eval_clients=args.eval_clients)
+                                         eval_clients=args.eval_clients,
+                                         eval_users=args.eval_users)
                 if sigma:  # no budget: what the DP training form reaches with this σ
                     cfg.privacy = replace(cfg.privacy, mode=mode, epsilon=1e12,
                                           noise_multiplier=sigma)
@@ -139,6 +146,66 @@ def sweep(args) -> dict:
     (RESULTS / f"privacy-{args.dataset}-{tag}.json").write_text(json.dumps(result, indent=2))
     plot(result, RESULTS / f"privacy-{args.dataset}-{tag}.png")
     return result
+
+
+def population(args) -> dict:
+    """`sweep` on synthetic populations of `args.users` users over one catalog of `args.items`
+    items; each DP run's NDCG@10 as a fraction of its population's non-private run."""
+    import numpy as np
+
+    from fedrec.common.data import files, synthetic
+    from fedrec.common.paths import datasets_dir
+
+    rows = []
+    for users in args.users:
+        name = f"pop-{users}-{args.items}"
+        if not (datasets_dir() / name / files.META_JSON).exists():  # written last
+            files.save_dir(synthetic.generate(num_users=users, num_items=args.items, seed=0,
+                                              name=name), datasets_dir() / name)
+        runs = sweep(argparse.Namespace(**{**vars(args), "dataset": name}))["runs"]
+        for seed in args.seeds:
+            base = [r["ndcg@10"] for r in runs if r["seed"] == seed and r["mode"] == "off"][0]
+            rows += [{**r, "users": users, "no_dp_ndcg@10": base,
+                      "fraction": r["ndcg@10"] / base if base > 0 else float("nan")}
+                     for r in runs if r["seed"] == seed and r["mode"] != "off"]
+    result = {"config": vars(args), "runs": rows}
+    tag = _schedule_tag(args)
+    (RESULTS / f"privacy-population-{tag}.json").write_text(json.dumps(result, indent=2))
+    from fedrec.common.plots import pyplot, save_png
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for mode, style in (("record", "-o"), ("user", "--s")):
+        for eps in args.epsilons:
+            fractions: dict[int, list[float]] = {}  # users -> one per seed
+            for r in rows:
+                if r["mode"] == mode and r["epsilon"] == eps:
+                    fractions.setdefault(r["users"], []).append(r["fraction"])
+            if fractions:
+                ns = sorted(fractions)
+                ax.plot(ns, [np.mean(fractions[n]) for n in ns], style,
+                        label=f"{mode}-level, ε = {eps:g}")
+    ax.axhline(1.0, color="gray", ls="--", label="no DP")
+    ax.axhline(0.8, color="gray", ls=":", label="80 % of no DP")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"users (one catalog of {args.items} items)")
+    ax.set_ylabel("NDCG@10 / non-private NDCG@10")
+    ax.set_title(f"privacy-utility vs population ({tag})")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_png(fig, RESULTS / f"privacy-population-{tag}.png", dpi=120)
+    return result
+
+
+def _schedule_tag(args) -> str:
+    """<rounds>x<clients per round>[-secagg]: the schedule a sweep's file names carry."""
+    from fedrec.common.config import RunConfig
+
+    defaults = RunConfig().federation
+    return (f"{args.rounds or defaults.rounds}x"
+            f"{args.clients_per_round or defaults.clients_per_round}"
+            f"{'-secagg' if args.secagg else ''}")
 
 
 def plot(result: dict, path: Path) -> None:
@@ -185,22 +252,30 @@ def main() -> None:
     o.add_argument("--users", type=int, default=40)
     s = sub.add_parser("sweep")
     s.add_argument("--dataset", default="ml-100k")
-    s.add_argument("--rounds", type=int, default=None, help="default: the default recipe's")
-    s.add_argument("--clients-per-round", type=int, default=None)
-    s.add_argument("--strategy", default=None)
-    s.add_argument("--secagg", action="store_true",
-                   help="DP runs under SecAgg+ (record level: distributed noise shares)")
-    s.add_argument("--modes", nargs="+", default=["record", "user"])
-    s.add_argument("--seeds", type=int, nargs="+", default=[0])
-    s.add_argument("--eval-every", type=int, default=0, help="0: only at the end")
-    s.add_argument("--progress", action="store_true")
-    s.add_argument("--eval-clients", type=int, default=100)
-    s.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 3.0, 8.0])
-    s.add_argument("--record-sigmas", type=float, nargs="*", default=[],
-                   help="also record-level runs at this fixed σ without a budget (diagnostic)")
-    s.add_argument("--central-ndcg", type=float, default=0.0851)
+    p = sub.add_parser("population")
+    p.add_argument("--users", type=int, nargs="+", default=[1000, 10000, 100000])
+    p.add_argument("--items", type=int, default=1000)
+    for parser in (s, p):
+        parser.add_argument("--rounds", type=int, default=None,
+                            help="default: the default recipe's")
+        parser.add_argument("--clients-per-round", type=int, default=None)
+        parser.add_argument("--strategy", default=None)
+        parser.add_argument("--secagg", action="store_true",
+                            help="DP runs under SecAgg+ (record level: distributed noise shares)")
+        parser.add_argument("--modes", nargs="+", default=["record", "user"])
+        parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+        parser.add_argument("--eval-every", type=int, default=0, help="0: only at the end")
+        parser.add_argument("--progress", action="store_true")
+        parser.add_argument("--eval-clients", type=int, default=100)
+        parser.add_argument("--eval-users", type=int, default=5000,
+                            help="per-round central evaluation sample (0: every user)")
+        parser.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 3.0, 8.0])
+        parser.add_argument("--record-sigmas", type=float, nargs="*", default=[],
+                            help="also record-level runs at this fixed σ without a budget "
+                            "(diagnostic)")
+        parser.add_argument("--central-ndcg", type=float, default=0.0851)
     args = ap.parse_args()
-    result = overhead(args) if args.command == "overhead" else sweep(args)
+    result = {"overhead": overhead, "sweep": sweep, "population": population}[args.command](args)
     print(json.dumps(result, indent=2))
 
 
