@@ -105,7 +105,7 @@ def sweep(args) -> dict:
                                   ("strategy", args.strategy)) if v is not None}
     defaults = RunConfig().federation
     tag = _schedule_tag(args)
-    shape = tag.removesuffix("-secagg")
+    shape = tag.split("-")[0]
     rows = []
     for seed in args.seeds:
         runs = [("off", None, None)] + [(m, e, None) for m in args.modes for e in args.epsilons]
@@ -113,7 +113,9 @@ def sweep(args) -> dict:
         for mode, eps, sigma in runs:
             label = f"sigma{sigma}" if sigma else (eps or "inf")
             secure = args.secagg and mode != "off"
+            sampled = mode == "record" and args.sample_rate < 1
             name = (f"dp-{args.dataset}-{mode}-{label}-{shape}{'-secagg' if secure else ''}"
+                    f"{f'-q{args.sample_rate:g}' if sampled else ''}"
                     f"{f'-seed{seed}' if seed else ''}")
             run_dir = RESULTS / name
             if (run_dir / "metrics.json").exists():
@@ -133,6 +135,8 @@ def sweep(args) -> dict:
                                           noise_multiplier=sigma)
                 elif mode != "off":
                     cfg.privacy = replace(cfg.privacy, mode=mode, epsilon=float(eps))
+                if mode == "record":
+                    cfg.privacy = replace(cfg.privacy, sample_rate=args.sample_rate)
                 start = time.perf_counter()
                 final = simulate(cfg, run_dir, progress=args.progress)
                 final["wall_seconds"] = round(time.perf_counter() - start, 1)
@@ -199,13 +203,15 @@ def population(args) -> dict:
 
 
 def _schedule_tag(args) -> str:
-    """<rounds>x<clients per round>[-secagg]: the schedule a sweep's file names carry."""
+    """<rounds>x<clients per round>[-secagg][-q<record sample rate>]: the schedule a
+    sweep's file names carry."""
     from fedrec.common.config import RunConfig
 
     defaults = RunConfig().federation
     return (f"{args.rounds or defaults.rounds}x"
             f"{args.clients_per_round or defaults.clients_per_round}"
-            f"{'-secagg' if args.secagg else ''}")
+            f"{'-secagg' if args.secagg else ''}"
+            f"{f'-q{args.sample_rate:g}' if args.sample_rate < 1 else ''}")
 
 
 def plot(result: dict, path: Path) -> None:
@@ -274,6 +280,8 @@ def main() -> None:
                             help="also record-level runs at this fixed σ without a budget "
                             "(diagnostic)")
         parser.add_argument("--central-ndcg", type=float, default=0.0851)
+        parser.add_argument("--sample-rate", type=float, default=1.0,
+                            help="record level: each device's secret Poisson rate per record")
     args = ap.parse_args()
     result = {"overhead": overhead, "sweep": sweep, "population": population}[args.command](args)
     print(json.dumps(result, indent=2))

@@ -58,6 +58,9 @@ def simulate(
         help="DP σ; default: derived from --epsilon.")] = None,
     max_grad_norm: Annotated[float | None, typer.Option(
         help="DP clip: per sample (record) or per client update (user).")] = None,
+    sample_rate: Annotated[float | None, typer.Option(
+        help="Record-level DP under --secagg: each device samples each of its records with "
+        "this secret probability per participation (default 1: all).")] = None,
     secure_rng: Annotated[bool, typer.Option(
         "--secure-rng", help="DP noise from a cryptographic stream (docs/privacy.md).")] = False,
     seed: Seed = 0,
@@ -97,7 +100,7 @@ def simulate(
             **RECIPES.get(recipe or "", {}), **{k: v for k, v in overrides.items() if v is not None}})
         dp_overrides = {"mode": dp, "epsilon": epsilon, "delta": delta, "accountant": accountant,
                         "noise_multiplier": noise_multiplier, "max_grad_norm": max_grad_norm,
-                        "secure_rng": secure_rng or None}
+                        "sample_rate": sample_rate, "secure_rng": secure_rng or None}
         cfg.privacy = replace(cfg.privacy,
                               **{k: v for k, v in dp_overrides.items() if v is not None})
         cfg.validate()
