@@ -108,7 +108,8 @@ def sweep(args) -> dict:
     shape = tag.split("-")[0]
     rows = []
     for seed in args.seeds:
-        runs = [("off", None, None)] + [(m, e, None) for m in args.modes for e in args.epsilons]
+        runs = [("off", None, None)] + [(m, e, None) for m in args.modes
+                                        for e in getattr(args, f"{m}_epsilons") or args.epsilons]
         runs += [("record", None, sigma) for sigma in args.record_sigmas]  # diagnostics
         for mode, eps, sigma in runs:
             label = f"sigma{sigma}" if sigma else (eps or "inf")
@@ -276,6 +277,9 @@ def main() -> None:
         parser.add_argument("--eval-users", type=int, default=5000,
                             help="per-round central evaluation sample (0: every user)")
         parser.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 3.0, 8.0])
+        for mode in ("record", "user"):
+            parser.add_argument(f"--{mode}-epsilons", type=float, nargs="+", default=None,
+                                help=f"{mode} level: these instead of --epsilons")
         parser.add_argument("--record-sigmas", type=float, nargs="*", default=[],
                             help="also record-level runs at this fixed σ without a budget "
                             "(diagnostic)")

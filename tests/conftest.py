@@ -3,6 +3,12 @@
 from contextlib import contextmanager
 
 import pytest
+from hypothesis import settings
+
+# property tests assert behaviour, not speed: no per-example deadline (a loaded CI machine
+# made a 200 ms deadline fail a correct example)
+settings.register_profile("fedrec", deadline=None)
+settings.load_profile("fedrec")
 
 
 @pytest.fixture(scope="session")
