@@ -81,8 +81,7 @@ class BatchedDevices:
                                      update.losses):
             if personal_state.kept(fed):
                 d.store.personal.save(round_, state, keep_from=keep_from)
-            replies[d.partition] = FitRes(OK, parameters,
-                                          wire.bucket_count(n, schema.max_count),
+            replies[d.partition] = FitRes(OK, parameters, wire.bucket_count(n, schema.max_count),
                                           reply_metrics(loss, schema))
         return [replies.get(u) for u in users], errors
 
@@ -107,10 +106,8 @@ class BatchedDevices:
             partitions, [seed for seed, _ in charges],
             local.round_seed(int(config["seed"]), round_), [train for _, train in charges])
         parameters = ndarrays_to_parameters([a.astype(np.float32) for a in arrays])
-        replies = {d.partition: FitRes(OK, parameters, 1, {})
-                   for d in devices}
+        replies = {d.partition: FitRes(OK, parameters, 1, {}) for d in devices}
         return [replies.get(u) for u in users]
-
 
     def _fit_each(self, devices: list[VirtualDevice], users: list[int], shared,
                   config) -> list:
