@@ -36,7 +36,7 @@ from fedrec.common.plan import (
     RunPlan,
 )
 from fedrec.common.recommenders import FedRecCentral
-from fedrec.server.records import ANONYMIZATION, LEDGER
+from fedrec.server.records import ANONYMIZATION, CHECKPOINTS_DIR, LEDGER
 from fedrec.simulation import engine
 from fedrec.simulation.devices import CLIENTS_DIR, DataSpec, VirtualDevice, store_path
 
@@ -108,7 +108,7 @@ def full_evaluator(plan: RunPlan, run_dir: Path, evaluate):
     from fedrec.server import checkpoint
 
     def full_eval(round_: int) -> dict:
-        _, shared, _ = checkpoint.load(checkpoint.round_path(run_dir / "checkpoints", round_))
+        _, shared, _ = checkpoint.load(checkpoint.round_path(run_dir / CHECKPOINTS_DIR, round_))
         return evaluate(round_, [shared[k] for k in plan.keys], every_user=True)
 
     return full_eval
