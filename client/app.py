@@ -71,8 +71,6 @@ class FedRecClient(NumPyClient):
         return local.training_seed(seed, round_, self.device.partition)
 
     def fit(self, parameters, config):
-        from fedrec.client import dp
-
         plan, round_ = self.plan, int(config["server_round"])
         seed = int(config["seed"])
         partition = self.device.partition
@@ -85,6 +83,15 @@ class FedRecClient(NumPyClient):
                                                        str(config.get("run", "")))
         else:
             shared, weight, metrics = self._fit_plain(parameters, round_, seed, keep_from)
+        return self.reply(parameters, shared, weight, metrics)
+
+    def reply(self, parameters, shared, weight, metrics):
+        """The fit reply that leaves the device for the local result (`shared`, `weight`,
+        `metrics`) trained from `parameters`: under SecAgg+ bounded and in float64; the
+        weight bucketed."""
+        from fedrec.client import dp
+
+        plan = self.plan
         if plan.federation.secagg:
             # the server cannot check single updates under SecAgg+: bound them here, so the
             # protocol's clipping range never truncates anything (post-processing under DP)
@@ -97,7 +104,7 @@ class FedRecClient(NumPyClient):
 
     def _fit_plain(self, parameters, round_: int, seed: int, keep_from: int):
         """Local training without DP, or user-level DP (clip + noise share) on top of it."""
-        from fedrec.client import dp, local
+        from fedrec.client import local
         from fedrec.client import personal as personal_state
 
         plan, fed, device = self.plan, self.plan.federation, self.device
@@ -115,6 +122,19 @@ class FedRecClient(NumPyClient):
                 plan.model, plan.config.train, embeddings, parameters, stored, user_data,
                 epochs=fed.local_epochs, seed=local_seed,
                 proximal_mu=fed.proximal_mu if fed.strategy == "fedprox" else 0.0)
+        return self.release_plain(parameters, round_, keep_from, shared, personal,
+                                  num_examples, loss)
+
+    def release_plain(self, parameters, round_: int, keep_from: int, shared, personal,
+                      num_examples: int, loss: float):
+        """After local training without record-level DP (new head `shared`, new personal
+        state, training positions, mean loss): under user-level DP the update clipped to C
+        plus this device's noise share; the personal state saved on the device. Returns
+        (arrays, weight, metrics) for `reply`."""
+        from fedrec.client import dp
+        from fedrec.client import personal as personal_state
+
+        plan, fed = self.plan, self.plan.federation
         metrics = reply_metrics(loss, plan.schema)
         if plan.privacy.mode == "user":
             # every sampled client sends its share of the noise, also one with nothing to
@@ -124,7 +144,7 @@ class FedRecClient(NumPyClient):
                                           secrets.randbits(62), plan.privacy.secure_rng)
             num_examples, metrics = 1, {}
         if personal_state.kept(fed):
-            device.store.personal.save(round_, personal, keep_from=keep_from)
+            self.device.store.personal.save(round_, personal, keep_from=keep_from)
         return shared, num_examples, metrics
 
     def _fit_record(self, parameters, round_: int, keep_from: int, run: str):

@@ -216,7 +216,7 @@ class TrainedPart:
         return out
 
 
-def _adapter_items(model: FedRecModel, catalog: torch.Tensor, part: TrainedPart):
+def adapter_items(model: FedRecModel, catalog: torch.Tensor, part: TrainedPart):
     """The item vectors (n, dim) of `catalog` at the received head, and a function from the
     per-record gradients w.r.t. them (R, n, dim) to the per-record gradients of the adapter's
     trained coordinates ({name: (R, *shape)})."""
@@ -238,7 +238,7 @@ def _adapter_items(model: FedRecModel, catalog: torch.Tensor, part: TrainedPart)
 
 
 def _lowrank_adapter(adapter, catalog: torch.Tensor, basis: torch.Tensor):
-    """`_adapter_items` for `lowrank`, with the backward pass written out: one catalog pass,
+    """`adapter_items` for `lowrank`, with the backward pass written out: one catalog pass,
     then per record only (n, dim)-sized products (the generic vector-Jacobian product over the
     mixture of experts costs ≈ 5× more per record). Verified against autograd in the tests."""
     with torch.no_grad():
@@ -336,7 +336,7 @@ def clipped_gradient_sums(
         with torch.no_grad():
             items = model.item_vectors(item_embeddings, catalog_keep)
     else:
-        items, pullback = _adapter_items(model, catalog, part)
+        items, pullback = adapter_items(model, catalog, part)
     loss = _RecordLoss(model)
 
     def one(enc, v, window, k):

@@ -77,12 +77,14 @@ class CohortUpdate:
     """The result of `sgd_update` for B clients: `shared`, the weighted mean of their new
     shared arrays (float32, wire order; a single client's own arrays when B = 1); per client
     its new personal state, its training transitions and its mean loss before the update (0.0
-    without training data)."""
+    without training data); with `per_client`, each client's own new shared arrays
+    (`clients[b]`, float32, wire order), else None."""
 
     shared: list[np.ndarray]
     personal: list[dict[str, np.ndarray]]
     num_examples: list[int]
     losses: list[float]
+    clients: list[list[np.ndarray]] | None = None
 
 
 def sgd_update(
@@ -95,6 +97,7 @@ def sgd_update(
     weights: list[float],
     seeds: list[int],
     shared_seed: int,
+    per_client: bool = False,
 ) -> CohortUpdate:
     """The `sgd` recipe for a cohort of B clients that all received the head `shared`.
 
@@ -106,9 +109,15 @@ def sgd_update(
     (clients without positions weigh 0): for one step that is one backward pass over the
     cohort's windows, which is what makes a batched round cheap. Several steps change every
     client's head differently, so they need B = 1.
+
+    `per_client` (one local step): also each client's own new head θ − η·∇L_b, what that
+    client computes alone, from one forward pass and a batched backward pass (what user-level
+    DP clips per client); memory grows with B × the head's size.
     """
     if fed.local_steps > 1 and len(data) > 1:
         raise ValueError("several local steps per client have no batched form; pass one client")
+    if per_client and fed.local_steps != 1:
+        raise ValueError("per-client heads are computed for one local step only")
     model = FedRecModel(model_cfg, num_users=len(data))
     model.load_shared_arrays(shared)
     start = torch.stack([personal_state.initial(p, model_cfg.dim) for p in personal])
@@ -123,28 +132,92 @@ def sgd_update(
     windows, owners, generators = _windows(model_cfg, sequences, seeds)
     window_counts = torch.bincount(owners, minlength=len(data)).tolist()
     catalog = torch.Generator().manual_seed(shared_seed)
-    params = model.shared_parameters()
-    model.train()
-    losses = [0.0] * len(data)
-    for step in range(fed.local_steps if len(windows) else 0):
-        masks = DropoutMasks(
+
+    def masks() -> DropoutMasks:  # one step's: each client's from its own generator
+        return DropoutMasks(
             DropoutMasks.catalog_mask(model_cfg, len(item_embeddings), catalog),
             torch.cat([DropoutMasks.encoder_masks(model_cfg, n, model_cfg.max_history, g)
                        for n, g in zip(window_counts, generators)], dim=1))
-        position_losses, rows = next_item_losses(model, item_embeddings, windows, owners, masks)
-        per_client, counts = per_owner_means(position_losses, owners[rows], len(data))
+
+    params = model.shared_parameters()
+    model.train()
+    personal_out = [personal_state.as_state(v) for v in vectors]
+    num_examples = [max(0, len(s) - 1) for s in sequences]
+    if per_client:
+        heads, losses = _client_heads(model, item_embeddings, windows, window_counts,
+                                      masks() if len(windows) else None, fed.local_lr, shared)
+        w = np.asarray(weights, np.float64) * (np.asarray(window_counts) > 0)
+        mean = ([np.average([h[i] for h in heads], axis=0, weights=w).astype(np.float32)
+                 for i in range(len(shared))] if w.sum() > 0 else heads[0])
+        return CohortUpdate(mean, personal_out, num_examples, losses, heads)
+    losses = [0.0] * len(data)
+    for step in range(fed.local_steps if len(windows) else 0):
+        position_losses, rows = next_item_losses(model, item_embeddings, windows, owners,
+                                                 masks())
+        per_client_loss, counts = per_owner_means(position_losses, owners[rows], len(data))
         w = torch.tensor(weights, dtype=torch.float32) * (counts > 0)
         if step == 0:
-            losses = [x if c > 0 else 0.0 for x, c in zip(per_client.tolist(), counts.tolist())]
+            losses = [x if c > 0 else 0.0
+                      for x, c in zip(per_client_loss.tolist(), counts.tolist())]
         if w.sum() == 0:
             break
-        objective = (per_client * w).sum() / w.sum()
+        objective = (per_client_loss * w).sum() / w.sum()
         grads = torch.autograd.grad(objective, params)
         with torch.no_grad():
             for p, g in zip(params, grads):
                 p.sub_(fed.local_lr * g)
-    return CohortUpdate(model.shared_arrays(), [personal_state.as_state(v) for v in vectors],
-                        [max(0, len(s) - 1) for s in sequences], losses)
+    return CohortUpdate(model.shared_arrays(), personal_out, num_examples, losses)
+
+
+CLIENT_CHUNK = 64  # clients whose gradients w.r.t. the catalog's item vectors are held at once
+
+
+def _client_heads(model: FedRecModel, item_embeddings: torch.Tensor, windows: torch.Tensor,
+                  window_counts: list[int], masks: DropoutMasks | None, lr: float,
+                  shared: list[np.ndarray]) -> tuple[list[list[np.ndarray]], list[float]]:
+    """Per client b, its head after one SGD step on its own mean loss, θ − lr·∇L_b (float32
+    arrays, wire order), and L_b (0.0 for a client without positions, which keeps `shared`).
+    `windows` are grouped by client, `window_counts[b]` of them for client b.
+
+    One catalog pass V = adapter(catalog) serves every client: per client, a backward pass
+    over its own windows gives the encoder's gradient and ∂L_b/∂V (n, dim); the adapter's
+    gradients of `CLIENT_CHUNK` clients at a time are one batched vector-Jacobian product
+    with that pass (`fedrec.client.dp.adapter_items`)."""
+    from fedrec.client.dp import TrainedPart, adapter_items
+
+    received = [np.asarray(a, np.float32) for a in shared]
+    heads, losses = [received] * len(window_counts), [0.0] * len(window_counts)
+    if masks is None:
+        return heads, losses
+    items, pullback = adapter_items(model, item_embeddings * masks.catalog,
+                                    TrainedPart(model, "all"))
+    items.requires_grad_(True)
+    encoder = {n: p for n, p in model.named_parameters() if n.startswith("encoder.")}
+    trained, d_items, encoder_grads = [], [], []
+    lo = 0
+    for b, n in enumerate(window_counts):
+        rows = slice(lo, lo + n)
+        lo += n
+        if n == 0:
+            continue
+        position_losses, _ = next_item_losses(
+            model, item_embeddings, windows[rows], torch.full((n,), b),
+            DropoutMasks(masks.catalog, masks.encoder[:, rows]), items=items)
+        if len(position_losses) == 0:
+            continue
+        loss = position_losses.mean()
+        *grads, d_v = torch.autograd.grad(loss, [*encoder.values(), items])
+        trained.append(b)
+        encoder_grads.append(dict(zip(encoder, grads)))
+        d_items.append(d_v)
+        losses[b] = loss.item()
+    names = list(model.shared_state())
+    for lo in range(0, len(trained), CLIENT_CHUNK):
+        adapter = pullback(torch.stack(d_items[lo:lo + CLIENT_CHUNK]))
+        for k, b in enumerate(trained[lo:lo + CLIENT_CHUNK]):
+            grads = encoder_grads[lo + k] | {n: g[k] for n, g in adapter.items()}
+            heads[b] = [theta - lr * grads[n].numpy() for theta, n in zip(received, names)]
+    return heads, losses
 
 
 def _windows(model_cfg: ModelConfig, sequences: list[np.ndarray], seeds: list[int]):

@@ -223,7 +223,7 @@ class RunConfig:
         if self.record_noise() == "distributed":
             pass  # the engine sums the devices' clipped sums and noise shares: SecAgg+'s sum
         elif self.privacy.mode == "user":
-            pass  # each device's own fit (clip, noise share), one after another; SecAgg+'s mean
+            pass  # each device's own update, clip and noise share; SecAgg+'s mean
         elif fed.secagg:
             return "secure aggregation needs one training message per client"
         elif self.privacy.enabled:

@@ -70,15 +70,18 @@ def next_item_losses(
     windows: torch.Tensor,
     users: torch.Tensor,
     masks: DropoutMasks | None = None,
+    items: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Full-catalog next-item cross-entropy at every valid position of `windows` (B, L+1),
     with one adapter pass over the catalog shared by the batch. `users`: (B,) personal-vector
-    rows; `masks`: explicit dropout (None: the model's own). Returns (losses (P,), the window
-    of each loss (P,)), P = the number of valid positions."""
+    rows; `masks`: explicit dropout (None: the model's own); `items`: that catalog pass, when
+    several calls share one (else computed here). Returns (losses (P,), the window of each
+    loss (P,)), P = the number of valid positions."""
     inputs, targets = windows[:, :-1], windows[:, 1:]
     valid_in = inputs >= 0
     mask = valid_in & (targets >= 0)
-    items = model.item_vectors(item_embeddings, None if masks is None else masks.catalog)
+    if items is None:
+        items = model.item_vectors(item_embeddings, None if masks is None else masks.catalog)
     states = model.sequence_states(gather_padded(items, inputs), valid_in,
                                    None if masks is None else masks.encoder)
     user_vectors = model.user_vectors(states, users)[mask]  # (P, dim): real positions only

@@ -15,9 +15,10 @@ It applies to runs with one local SGD step. Two DP mechanisms keep that shape:
 - distributed record-level DP (`_fit_distributed`): each virtual device charges its own
   account, and the engine computes the sum SecAgg+ would reveal, the devices' clipped
   per-record gradient sums plus their noise shares, in one batched pass;
-- user-level DP (`_fit_each`): each device runs its own `FedRecClient.fit` (update, clip to
-  C, noise share) one after another in this process, without Flower's ~25 ms per message;
-  under SecAgg+ every reply carries the devices' mean, as SecAgg+ reveals it.
+- user-level DP (`_fit_each`): each device's own update, from one catalog pass for the
+  cohort (`sgd_update(per_client=True)`), then each device's own release (clip to C, noise
+  share: `FedRecClient.release_plain`), without Flower's ~25 ms per message; under SecAgg+
+  every reply carries the devices' mean, as SecAgg+ reveals it.
 Local record-level DP (Opacus on each device), secure aggregation without DP, the
 per-message egress guard and several local steps need one training message per client:
 those runs use the Ray engine (`engine = "auto"` chooses). Same seed, same round: the same
@@ -111,14 +112,30 @@ class BatchedDevices:
 
     def _fit_each(self, devices: list[VirtualDevice], users: list[int], shared,
                   config) -> list:
-        """User-level DP: each device's own fit (`FedRecClient.fit`: its update clipped to C,
-        plus its noise share, its bound under SecAgg+), one after another in this process
-        without the message transport. Under SecAgg+ every reply carries what SecAgg+
-        reveals: the weighted mean of the devices' updates."""
+        """User-level DP: each device's own update (`sgd_update(per_client=True)`: what it
+        computes alone, from one catalog pass for the cohort), then each device's own release
+        (`FedRecClient.release_plain` and `reply`: clipped to C, its noise share, its bound
+        under SecAgg+), without the message transport. Under SecAgg+ every reply carries what
+        SecAgg+ reveals: the weighted mean of the devices' updates."""
         from fedrec.client.app import FedRecClient
 
-        fits = {d.partition: FedRecClient(self.plan, d).fit(shared, config) for d in devices}
-        if self.plan.federation.secagg and fits:
+        plan, fed = self.plan, self.plan.federation
+        round_, seed = int(config["server_round"]), int(config["seed"])
+        keep_from = int(config["checkpoint_round"])
+        update = local.sgd_update(
+            plan.model, fed, catalog_embeddings(self.spec), shared,
+            [personal_state.starting_point(d, round_, fed) for d in devices],
+            [d.user_data() for d in devices], [1.0] * len(devices),
+            [local.training_seed(seed, round_, d.partition) for d in devices],
+            local.round_seed(seed, round_), per_client=True)
+        fits = {}
+        for d, head, state, n, loss in zip(devices, update.clients, update.personal,
+                                           update.num_examples, update.losses):
+            client = FedRecClient(plan, d)
+            client.device.received_head(round_, shared, plan)
+            fits[d.partition] = client.reply(shared, *client.release_plain(
+                shared, round_, keep_from, head, state, n, loss))
+        if fed.secagg and fits:
             weights = [weight for _, weight, _ in fits.values()]
             mean = ndarrays_to_parameters(
                 [np.average([arrays[i] for arrays, _, _ in fits.values()], axis=0,

@@ -100,6 +100,34 @@ def test_a_batched_cohort_update_is_the_weighted_mean_of_the_clients_own_updates
     assert not np.allclose(together.shared[0], shared[0])  # it did move
 
 
+def test_per_client_heads_are_what_each_client_computes_alone():
+    """User-level DP clips each client's own update: `per_client` gives the head each client
+    reaches alone (dropout on, personal vectors reconstructed, one client without training
+    data keeps the received head), and the mean is still the weighted mean of those."""
+    from fedrec.client.local import sgd_update
+
+    torch.manual_seed(0)
+    shared = FedRecModel(DROPOUT_CFG, 1).shared_arrays()
+    stored = [None, {PERSONAL_KEY: np.full((1, 8), 0.3, np.float32)}, None, None]
+    weights, seeds = [16.0, 4.0, 1.0, 4.0], [11, 12, 13, 14]
+    together = sgd_update(DROPOUT_CFG, sgd(), EMB, shared, stored, COHORT, weights, seeds, 99,
+                          per_client=True)
+    alone = [sgd_update(DROPOUT_CFG, sgd(), EMB, shared, [p], [d], [1.0], [s], 99)
+             for p, d, s in zip(stored, COHORT, seeds)]
+    for head, own in zip(together.clients, alone):
+        for a, b in zip(head, own.shared):
+            assert a.dtype == np.float32 and np.allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert all(np.array_equal(a, b) for a, b in zip(together.clients[2], shared))
+    assert together.losses == pytest.approx([own.losses[0] for own in alone], rel=1e-5)
+    plain = sgd_update(DROPOUT_CFG, sgd(), EMB, shared, stored, COHORT, weights, seeds, 99)
+    for a, b in zip(together.shared, plain.shared):
+        assert np.allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert plain.clients is None
+    with pytest.raises(ValueError, match="one local step"):
+        sgd_update(DROPOUT_CFG, sgd(local_steps=2), EMB, shared, stored[:1], COHORT[:1], [1.0],
+                   seeds[:1], 99, per_client=True)
+
+
 def test_one_local_sgd_step_is_minus_the_gradient_of_central_trainings_loss():
     """FedSGD: with no dropout and no reconstruction, a client's update is θ − η·∇ of the very
     loss central training minimizes on that client's windows."""
