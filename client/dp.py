@@ -412,9 +412,11 @@ def distributed_update(
     std = noise_share_std(privacy, privacy.shares)
     total = {}
     for stream, (name, s) in enumerate(sums.items()):
-        noise = torch.from_numpy(np.stack([
-            noise_module.gaussian(tuple(s.shape[1:]), std, seed, stream, privacy.secure_rng)
-            for seed in seeds]))
-        total[name] = -(_scale_rows(s.double(), scale) + noise).sum(0) / len(data)
+        noise = np.zeros(tuple(s.shape[1:]))  # the shares' sum, one share at a time in memory
+        for seed in seeds:
+            noise += noise_module.gaussian(tuple(s.shape[1:]), std, seed, stream,
+                                           privacy.secure_rng)
+        total[name] = -(_scale_rows(s.double(), scale).sum(0) + torch.from_numpy(noise)
+                        ) / len(data)
     step = part.to_arrays(model, total)
     return [np.asarray(a, np.float64) + d for a, d in zip(shared, step)]

@@ -98,6 +98,12 @@ class VirtualDevice:
             self._store = DeviceStore(self._path, fsync=False)  # see `DeviceStore`
         return self._store
 
+    def close(self) -> None:
+        """Close the store, if open (it reopens on next use)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
     def user_data(self) -> UserData:
         return user_partition(self.spec, self.partition)
 
