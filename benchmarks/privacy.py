@@ -130,7 +130,8 @@ def sweep(args) -> dict:
                                          eval_every=args.eval_every or
                                          schedule.get("rounds", defaults.rounds),
                                          eval_clients=args.eval_clients,
-                                         eval_users=args.eval_users)
+                                         eval_users=args.eval_users,
+                                         full_eval=args.full_eval)
                 if sigma:  # no budget: what the DP training form reaches with this σ
                     cfg.privacy = replace(cfg.privacy, mode=mode, epsilon=1e12,
                                           noise_multiplier=sigma)
@@ -276,6 +277,9 @@ def main() -> None:
         parser.add_argument("--eval-clients", type=int, default=100)
         parser.add_argument("--eval-users", type=int, default=5000,
                             help="per-round central evaluation sample (0: every user)")
+        parser.add_argument("--no-full-eval", dest="full_eval", action="store_false",
+                            help="report the served round on the --eval-users sample (with its "
+                            "confidence interval) instead of evaluating it on every user")
         parser.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 3.0, 8.0])
         for mode in ("record", "user"):
             parser.add_argument(f"--{mode}-epsilons", type=float, nargs="+", default=None,

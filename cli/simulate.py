@@ -39,8 +39,13 @@ def simulate(
     eval_users: Annotated[int | None, typer.Option(
         help="Central evaluation per evaluation round on a fixed sample of at most N users "
         "(0: all); the served round is evaluated on every user at the end.")] = None,
+    full_eval: Annotated[bool | None, typer.Option(
+        "--full-eval/--no-full-eval",
+        help="Evaluate the served round on every user at the end (default), or keep its "
+        "--eval-users sample's metrics and confidence interval.")] = None,
     eval_clients: Annotated[int | None, typer.Option(
-        help="Federated-evaluation sample per evaluation round (0: all); the last asks all.")] = None,
+        help="Federated-evaluation sample per evaluation round (0: all); the last asks every "
+        "client, up to --eval-users.")] = None,
     fail_rate: Annotated[float | None, typer.Option(help="Seeded share of clients that fail while training.")] = None,
     secagg: Annotated[bool, typer.Option(
         "--secagg", help="Aggregate with SecAgg+: the server sees only the sum of updates.")] = False,
@@ -92,7 +97,7 @@ def simulate(
                      "local_epochs": local_epochs, "reconstruct_steps": reconstruct_steps,
                      "engine": engine, "strategy": strategy, "server_lr": server_lr,
                      "server_lr_schedule": server_lr_schedule,
-                     "eval_every": eval_every, "eval_users": eval_users,
+                     "eval_every": eval_every, "eval_users": eval_users, "full_eval": full_eval,
                      "eval_clients": eval_clients,
                      "fail_rate": fail_rate, "secagg_dropout": secagg_dropout,
                      "secagg": secagg or None}

@@ -60,9 +60,11 @@ class FederationConfig:
     eval_every: int = 100
     eval_users: int = 5000  # central evaluation per eval round on a fixed seeded sample of at
     #                         most this many users (0 = every user); the served round is then
-    #                         evaluated on every user at the end
+    #                         evaluated on every user at the end (see full_eval)
+    full_eval: bool = True  # evaluate the served round on every user at the end (false: keep
+    #                         its sample's metrics and confidence interval)
     eval_clients: int = 100  # federated-evaluation sample per eval round (0 = every client);
-    #                          the last round's evaluation always asks every client
+    #                          the last round's evaluation asks every client, up to eval_users
     checkpoint_every: int = 50
     engine: str = "auto"  # batched | ray | in-process | auto (batched where it applies, else ray)
     fail_rate: float = 0.0  # seeded share of sampled clients that fail while training

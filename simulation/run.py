@@ -129,7 +129,8 @@ def server_hooks(plan: RunPlan, run_dir: Path, run_config):
     evaluate = central_evaluator(plan, prepared, run_dir)
     return ServerHooks(central_eval=evaluate, fit_workflow=fit_workflow,
                        before_finish=lambda: collect_ledgers(plan, run_dir),
-                       full_eval=full_evaluator(plan, run_dir, evaluate))
+                       full_eval=full_evaluator(plan, run_dir, evaluate)
+                       if plan.federation.full_eval else None)
 
 
 def collect_ledgers(plan: RunPlan, run_dir: Path) -> None:
