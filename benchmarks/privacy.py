@@ -117,6 +117,7 @@ def sweep(args) -> dict:
             sampled = mode == "record" and args.sample_rate < 1
             name = (f"dp-{args.dataset}-{mode}-{label}-{shape}{'-secagg' if secure else ''}"
                     f"{f'-q{args.sample_rate:g}' if sampled else ''}"
+                    f"{f'-{args.trained}' if args.trained and mode != 'off' else ''}"
                     f"{f'-seed{seed}' if seed else ''}")
             run_dir = RESULTS / name
             if (run_dir / "metrics.json").exists():
@@ -139,6 +140,8 @@ def sweep(args) -> dict:
                     cfg.privacy = replace(cfg.privacy, mode=mode, epsilon=float(eps))
                 if mode == "record":
                     cfg.privacy = replace(cfg.privacy, sample_rate=args.sample_rate)
+                if args.trained:
+                    cfg.privacy = replace(cfg.privacy, trained=args.trained)
                 start = time.perf_counter()
                 final = simulate(cfg, run_dir, progress=args.progress)
                 final["wall_seconds"] = round(time.perf_counter() - start, 1)
@@ -277,6 +280,9 @@ def main() -> None:
         parser.add_argument("--eval-clients", type=int, default=100)
         parser.add_argument("--eval-users", type=int, default=5000,
                             help="per-round central evaluation sample (0: every user)")
+        parser.add_argument("--trained", choices=["lowrank", "encoder", "all"], default=None,
+                            help="what DP trains and releases (privacy.trained; default: the "
+                            "config's); run names carry it when given")
         parser.add_argument("--no-full-eval", dest="full_eval", action="store_false",
                             help="report the served round on the --eval-users sample (with its "
                             "confidence interval) instead of evaluating it on every user")

@@ -139,9 +139,11 @@ class FedRecClient(NumPyClient):
         if plan.privacy.mode == "user":
             # every sampled client sends its share of the noise, also one with nothing to
             # train on (a zero update), so who had data is not visible in the noise
+            subspace = dp.user_subspace(plan.privacy, list(plan.keys), self.device.catalog())
             shared, _ = dp.clip_and_noise(shared, parameters, plan.privacy.max_grad_norm,
                                           privacy.noise_share_std(plan.privacy, plan.cohort),
-                                          secrets.randbits(62), plan.privacy.secure_rng)
+                                          secrets.randbits(62), plan.privacy.secure_rng,
+                                          subspace)
             num_examples, metrics = 1, {}
         if personal_state.kept(fed):
             self.device.store.personal.save(round_, personal, keep_from=keep_from)

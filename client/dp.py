@@ -28,7 +28,7 @@ from fedrec.client import noise as noise_module
 from fedrec.client.local import UserData, build_model
 from fedrec.client.personal import as_state
 from fedrec.common.model import DropoutMasks, FedRecModel, ModelConfig
-from fedrec.common.privacy import PrivacyConfig, noise_share_std
+from fedrec.common.privacy import TRAINED, PrivacyConfig, noise_share_std
 from fedrec.common.train import TrainConfig, disjoint_windows, make_optimizer, window_loss
 
 
@@ -129,19 +129,88 @@ def clip_update(local: list[np.ndarray], global_: list[np.ndarray], bound: float
     return [glo.astype(np.float64) + d * scale for glo, d in zip(global_, delta)]
 
 
+class Subspace:
+    """What user-level DP releases of the shared head (`privacy.trained`), as a subspace of
+    the wire arrays: per array, every coordinate (`all`), none (the array stays as received),
+    or — an expert's weight under `lowrank` — the moves within the public catalog basis B
+    (rank, input_dim; orthonormal rows): ΔW·BᵀB, whose coordinates are ΔW·Bᵀ. B is an
+    isometry, so a norm in coordinates is the norm of the arrays; noise is drawn in
+    coordinates (rank per row instead of input_dim)."""
+
+    def __init__(self, names: list[str], trained: str, basis: np.ndarray | None = None):
+        experts = [n.startswith("adapter.experts.") and n.endswith(".weight") for n in names]
+        encoder = [n.startswith("encoder.") for n in names]
+        if trained == "all":
+            self.kinds = ["all"] * len(names)
+        elif trained == "encoder":
+            self.kinds = ["all" if e else "none" for e in encoder]
+        elif trained == "lowrank":
+            self.kinds = ["basis" if x else "all" for x in experts]
+        else:
+            raise ValueError(f"privacy.trained = {trained!r}; expected one of {TRAINED}")
+        self.basis = None if basis is None else np.asarray(basis, np.float64)
+        if "basis" in self.kinds and self.basis is None:
+            raise ValueError("privacy.trained = 'lowrank' needs the catalog basis")
+
+    def project(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Each array's component in the subspace (float64)."""
+        b = self.basis
+        return [a if k == "all" else np.zeros_like(a) if k == "none" else (a @ b.T) @ b
+                for a, k in zip(arrays, self.kinds)]
+
+    def noise(self, shapes: list[tuple], std: float, seed: int, secure: bool
+              ) -> list[np.ndarray]:
+        """N(0, std²) on every coordinate of the subspace, as arrays of `shapes` (float64);
+        stream i for array i (a function of the secret seed, like every noise share)."""
+        out = []
+        for i, (shape, kind) in enumerate(zip(shapes, self.kinds)):
+            if kind == "all":
+                out.append(noise_module.gaussian(shape, std, seed, i, secure))
+            elif kind == "none":
+                out.append(np.zeros(shape))
+            else:
+                rows = noise_module.gaussian((shape[0], len(self.basis)), std, seed, i, secure)
+                out.append(rows @ self.basis)
+        return out
+
+
 def clip_and_noise(
     local: list[np.ndarray], global_: list[np.ndarray], clip: float, noise_std: float,
-    secret_seed: int, secure: bool = False,
+    secret_seed: int, secure: bool = False, subspace: Subspace | None = None,
 ) -> tuple[list[np.ndarray], float]:
-    """User-level DP on the device: θ_global + clip_C(θ_local − θ_global) + N(0, noise_std²)
-    per coordinate (noise_std = σC/√m for m clients per round; `secure`: the cryptographic
-    sampler of `fedrec.client.noise`). Returns (the arrays to send, the update's norm before
+    """User-level DP on the device: θ_global + clip_C(P(θ_local − θ_global)) + N(0, noise_std²)
+    per coordinate of the released subspace P (`subspace`; None: every coordinate), with
+    noise_std = σC/√m for m clients per round (`secure`: the cryptographic sampler of
+    `fedrec.client.noise`). Returns (the arrays to send, the released update's norm before
     clipping — for local diagnostics only, never sent)."""
-    delta, norm = _update(local, global_)
+    delta, _ = _update(local, global_)
+    subspace = subspace or Subspace([""] * len(delta), "all")
+    delta = subspace.project(delta)
+    norm = math.sqrt(sum(float(np.sum(d * d)) for d in delta))
     scale = min(1.0, clip / norm) if norm > 0 else 1.0
-    out = [(glo + d * scale + noise_module.gaussian(d.shape, noise_std, secret_seed, i, secure)
-            ).astype(np.float32) for i, (glo, d) in enumerate(zip(global_, delta))]
+    noise = subspace.noise([d.shape for d in delta], noise_std, secret_seed, secure)
+    out = [(glo + d * scale + n).astype(np.float32)
+           for glo, d, n in zip(global_, delta, noise)]
     return out, norm
+
+
+def user_subspace(privacy: PrivacyConfig, names: list[str],
+                  item_embeddings: torch.Tensor) -> Subspace:
+    """The subspace user-level DP releases for `privacy.trained` (the catalog basis cached per
+    catalog tensor and rank: an SVD of the catalog is ≈ 50 ms)."""
+    basis = None
+    if privacy.trained == "lowrank":
+        key = (id(item_embeddings), privacy.rank)
+        catalog, basis = _BASES.get(key, (None, None))
+        if catalog is not item_embeddings:
+            basis = catalog_basis(item_embeddings, privacy.rank).numpy()
+            if len(_BASES) >= 4:
+                _BASES.pop(next(iter(_BASES)))
+            _BASES[key] = (item_embeddings, basis)
+    return Subspace(names, privacy.trained, basis)
+
+
+_BASES: dict = {}  # (id of a catalog tensor, rank) -> (that tensor, its basis); a few at most
 
 
 # --- distributed DP-FedSGD: per-record clipped gradient sums ---------------------------------

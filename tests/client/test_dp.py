@@ -154,6 +154,36 @@ def test_user_level_noise_of_m_clients_sums_to_sigma_c():
     assert total.std() == pytest.approx(sigma * clip, rel=0.03)
 
 
+def test_user_level_dp_in_a_subspace_clips_and_noises_only_what_it_releases():
+    """`lowrank`: an expert's weight moves only within the catalog basis B (noise included),
+    the clip applies to the released update, and the noise per released coordinate is the
+    share's std; `encoder`: nothing but the encoder moves."""
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(6, 3)))[0].T  # (rank 3, input 6), orthonormal rows
+    names = ["adapter.experts.0.weight", "adapter.gate.weight", "encoder.norm.bias"]
+    global_ = [np.zeros((400, 6), np.float32), np.zeros((2, 6), np.float32),
+               np.zeros(4, np.float32)]
+    local = [rng.normal(size=a.shape).astype(np.float32) for a in global_]
+    lowrank = dp.Subspace(names, "lowrank", basis)
+    sent, norm = dp.clip_and_noise(local, global_, clip=0.5, noise_std=0.0, secret_seed=1,
+                                   subspace=lowrank)
+    released = lowrank.project([a.astype(np.float64) for a in local])
+    assert norm == pytest.approx(np.sqrt(sum((r**2).sum() for r in released)))
+    assert norm < np.sqrt(sum((a.astype(np.float64)**2).sum() for a in local))
+    assert np.sqrt(sum((a.astype(np.float64)**2).sum() for a in sent)) == pytest.approx(0.5, rel=1e-5)
+    assert np.allclose(sent[0] @ basis.T @ basis, sent[0], atol=1e-6)  # within span(B)
+    noisy, _ = dp.clip_and_noise(global_, global_, 0.5, 2.0, 7, subspace=lowrank)
+    assert np.linalg.matrix_rank(noisy[0]) == 3
+    coords = noisy[0].astype(np.float64) @ basis.T  # (400, 3) coordinates: N(0, 4)
+    assert coords.std() == pytest.approx(2.0, rel=0.1)
+    assert noisy[2].std() == pytest.approx(2.0, rel=0.6) and noisy[2].shape == (4,)
+    encoder, _ = dp.clip_and_noise(local, global_, 0.5, 1.0, 3,
+                                   subspace=dp.Subspace(names, "encoder"))
+    assert not encoder[0].any() and not encoder[1].any() and encoder[2].any()
+    everything, _ = dp.clip_and_noise(local, global_, 1e3, 0.0, 3)
+    assert all(np.allclose(a, b) for a, b in zip(everything, local))
+
+
 def test_the_plan_counts_steps_as_opacus_takes_them():
     # 93 windows in batches of 1: q = 1/93, and Opacus takes int(1 / q) = 92 steps per epoch
     user = UserData(np.arange(93 * 4), valid_item=-1, test_item=-1)
