@@ -52,8 +52,8 @@ class PrivacyConfig:
     window: int = 20  # record: interactions per training window (the record), disjoint
     negatives: int = 50  # record: sampled candidates per position (per-sample softmax)
     noise: str = "auto"  # record: local | distributed (needs SecAgg+) | auto (see `NOISE`)
-    trained: str = "lowrank"  # distributed: lowrank | encoder | all (`fedrec.client.dp`)
-    rank: int = 32  # distributed, lowrank: the catalog directions an expert's weight moves in
+    trained: str = "lowrank"  # distributed, user: lowrank | encoder | all (`fedrec.client.dp`)
+    rank: int = 32  # lowrank: the catalog directions an expert's weight moves in
     sample_rate: float = 1.0  # distributed: each record's secret Poisson rate per participation
     max_records: int = 64  # distributed: a device's clipped sum is bounded by max_records · C
     shares: int = 0  # distributed: honest noise shares every sum holds (resolved from SecAgg+)
