@@ -149,7 +149,8 @@ def sweep(args) -> dict:
             rows.append({"seed": seed, "mode": mode, "epsilon": eps, "sigma": sigma,
                          "secagg": secure, "ndcg@10": final["ndcg@10"], "hr@10": final["hr@10"],
                          "privacy": final.get("privacy"), "engine": final.get("engine"),
-                         "wall_seconds": final.get("wall_seconds")})
+                         "wall_seconds": final.get("wall_seconds"),
+                         "eval_sample": final.get("eval_sample")})  # None: every user
             print(json.dumps(rows[-1]), flush=True)
     result = {"config": vars(args), "runs": rows}
     (RESULTS / f"privacy-{args.dataset}-{tag}.json").write_text(json.dumps(result, indent=2))

@@ -38,7 +38,7 @@ def simulate(
     eval_every: Annotated[int | None, typer.Option(help="Evaluate every N rounds.")] = None,
     eval_users: Annotated[int | None, typer.Option(
         help="Central evaluation per evaluation round on a fixed sample of at most N users "
-        "(0: all); the served round is evaluated on every user at the end.")] = None,
+        "(0: all); the served round is evaluated on every user at the end (see --full-eval).")] = None,
     full_eval: Annotated[bool | None, typer.Option(
         "--full-eval/--no-full-eval",
         help="Evaluate the served round on every user at the end (default), or keep its "

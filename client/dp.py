@@ -6,8 +6,10 @@ Record-level (`fit_private`): DP-SGD with Opacus over the user's disjoint traini
 DP optimizer, the personal vector included: it is never released, but it feeds every later
 gradient, so training it without DP would leak each record into every released update.
 
-User-level (`clip_and_noise`): the update θ_local − θ_global is clipped to norm C and each of
-the m sampled clients adds N(0, (σC)²/m), so the sum of the m updates carries N(0, (σC)²).
+User-level (`clip_and_noise`): the update θ_local − θ_global, restricted to the released
+subspace (`Subspace`, `privacy.trained`), is clipped to norm C and each of the m sampled
+clients adds N(0, (σC)²/m) to each of its coordinates, so the sum of the m updates carries
+N(0, (σC)²).
 
 All noise and sampling come from generators seeded with a secret seed (`secrets`), never from
 the run's public seed: a server that could regenerate the noise could subtract it.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -201,16 +204,17 @@ def user_subspace(privacy: PrivacyConfig, names: list[str],
     basis = None
     if privacy.trained == "lowrank":
         key = (id(item_embeddings), privacy.rank)
-        catalog, basis = _BASES.get(key, (None, None))
-        if catalog is not item_embeddings:
+        catalog, basis = _BASES.get(key, (lambda: None, None))
+        if catalog() is not item_embeddings:  # not cached, or another tensor at that id
             basis = catalog_basis(item_embeddings, privacy.rank).numpy()
             if len(_BASES) >= 4:
                 _BASES.pop(next(iter(_BASES)))
-            _BASES[key] = (item_embeddings, basis)
+            _BASES[key] = (weakref.ref(item_embeddings), basis)
     return Subspace(names, privacy.trained, basis)
 
 
-_BASES: dict = {}  # (id of a catalog tensor, rank) -> (that tensor, its basis); a few at most
+# (id of a catalog tensor, rank) -> (a weak reference to that tensor, its basis); a few at most
+_BASES: dict = {}
 
 
 # --- distributed DP-FedSGD: per-record clipped gradient sums ---------------------------------

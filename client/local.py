@@ -111,8 +111,9 @@ def sgd_update(
     client's head differently, so they need B = 1.
 
     `per_client` (one local step): also each client's own new head θ − η·∇L_b, what that
-    client computes alone, from one forward pass and a batched backward pass (what user-level
-    DP clips per client); memory grows with B × the head's size.
+    client computes alone (what user-level DP clips per client): one catalog pass, a forward
+    and backward pass per client over its own windows, and the adapter's part as a batched
+    vector-Jacobian product (`_client_heads`); memory grows with B × the head's size.
     """
     if fed.local_steps > 1 and len(data) > 1:
         raise ValueError("several local steps per client have no batched form; pass one client")
@@ -185,7 +186,7 @@ def _client_heads(model: FedRecModel, item_embeddings: torch.Tensor, windows: to
     with that pass (`fedrec.client.dp.adapter_items`)."""
     from fedrec.client.dp import TrainedPart, adapter_items
 
-    received = [np.asarray(a, np.float32) for a in shared]
+    received = [np.array(a, np.float32) for a in shared]  # copies: never the caller's arrays
     heads, losses = [received] * len(window_counts), [0.0] * len(window_counts)
     if masks is None:
         return heads, losses
@@ -193,7 +194,16 @@ def _client_heads(model: FedRecModel, item_embeddings: torch.Tensor, windows: to
                                     TrainedPart(model, "all"))
     items.requires_grad_(True)
     encoder = {n: p for n, p in model.named_parameters() if n.startswith("encoder.")}
-    trained, d_items, encoder_grads = [], [], []
+    names = list(model.shared_state())
+    pending: list[tuple[int, dict, torch.Tensor]] = []  # (client, encoder grads, ∂L_b/∂V)
+
+    def finish_pending() -> None:
+        adapter = pullback(torch.stack([d_v for _, _, d_v in pending]))
+        for k, (b, grads, _) in enumerate(pending):
+            grads = grads | {n: g[k] for n, g in adapter.items()}
+            heads[b] = [theta - lr * grads[n].numpy() for theta, n in zip(received, names)]
+        pending.clear()
+
     lo = 0
     for b, n in enumerate(window_counts):
         rows = slice(lo, lo + n)
@@ -207,16 +217,12 @@ def _client_heads(model: FedRecModel, item_embeddings: torch.Tensor, windows: to
             continue
         loss = position_losses.mean()
         *grads, d_v = torch.autograd.grad(loss, [*encoder.values(), items])
-        trained.append(b)
-        encoder_grads.append(dict(zip(encoder, grads)))
-        d_items.append(d_v)
+        pending.append((b, dict(zip(encoder, grads)), d_v))
         losses[b] = loss.item()
-    names = list(model.shared_state())
-    for lo in range(0, len(trained), CLIENT_CHUNK):
-        adapter = pullback(torch.stack(d_items[lo:lo + CLIENT_CHUNK]))
-        for k, b in enumerate(trained[lo:lo + CLIENT_CHUNK]):
-            grads = encoder_grads[lo + k] | {n: g[k] for n, g in adapter.items()}
-            heads[b] = [theta - lr * grads[n].numpy() for theta, n in zip(received, names)]
+        if len(pending) == CLIENT_CHUNK:
+            finish_pending()
+    if pending:
+        finish_pending()
     return heads, losses
 
 

@@ -247,10 +247,10 @@ class FedRecStrategy(FedAvg):
         round_ = self._round(server_round)
         if not self.is_eval_round(round_):
             return []
+        size = self.fed.eval_clients or self.num_clients
         if round_ == self.total_rounds:  # the final evaluation asks every client, up to
-            size = self.fed.eval_users or self.num_clients  # eval_users (a 100k-user run
-        else:  # would otherwise evaluate 100k devices one message at a time)
-            size = self.fed.eval_clients or self.num_clients
+            # eval_users (a 100k-user run would ask 100k devices, one message at a time)
+            size = max(size, self.fed.eval_users or self.num_clients)
         ins = EvaluateIns(parameters, {"server_round": round_})
         return [(p, ins) for p in self._sample(client_manager, round_, size, 1)]
 

@@ -87,6 +87,8 @@ class BatchedDevices:
         devices = [self.device(u) for u, f in zip(users, failed) if not f]
         errors = [InjectedFailure(f"injected failure in round {round_}") if f else None
                   for f in failed]
+        if not devices:
+            return [None] * len(users), errors
         if plan.privacy.noise == "distributed":
             return self._fit_distributed(devices, users, shared, config), errors
         if plan.privacy.enabled:
@@ -119,8 +121,6 @@ class BatchedDevices:
         from fedrec.client import dp
         from fedrec.client.app import FedRecClient
 
-        if not devices:
-            return [None] * len(users)
         plan, round_ = self.plan, int(config["server_round"])
         keep_from, run = int(config["checkpoint_round"]), str(config.get("run", ""))
         partitions = [d.user_data() for d in devices]

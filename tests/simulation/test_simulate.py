@@ -234,14 +234,15 @@ def test_rounds_are_evaluated_on_a_sample_and_the_served_round_on_every_user(hom
     for key in ("ndcg@10", "ndcg@10_ci95", "valid_ndcg@10", "cold_ndcg@10"):
         assert sampled[key] == pytest.approx(row[key], rel=1e-5), key
     assert sampled["sampled"]["eval_sample"] == 15
-    # without the full evaluation: the sample's numbers, and the last federated evaluation
-    # asks no more clients than the sample has users
-    kept = simulate(small_config(eval_users=15, full_eval=False), tmp_path / "kept",
-                    progress=False)
+    # without the full evaluation: the sample's numbers; and the last federated evaluation
+    # asks every client up to the sample's size (earlier ones ask eval_clients = 5)
+    kept = simulate(small_config(eval_users=15, full_eval=False, eval_clients=5),
+                    tmp_path / "kept", progress=False)
     assert "sampled" not in kept and kept["eval_sample"] == 15
     assert kept["ndcg@10"] == pytest.approx(sampled["sampled"]["ndcg@10"], rel=1e-6)
-    last = read_jsonl(tmp_path / "kept" / "metrics.jsonl")[-1]
-    assert 0 < last["federated_users"] <= 15
+    rows = read_jsonl(tmp_path / "kept" / "metrics.jsonl")
+    assert all(r["federated_users"] <= 5 for r in rows[:-1] if "federated_users" in r)
+    assert 5 < rows[-1]["federated_users"] <= 15
     assert full["federated_users"] > 15
 
 
