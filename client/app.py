@@ -199,7 +199,7 @@ class FedRecClient(NumPyClient):
         inputs = digest([*parameters, user_data.train_items, np.asarray(self.device.catalog()),
                          np.array([p.noise_multiplier, p.sample_rate, p.window, p.max_grad_norm,
                                    p.rank, p.max_records, p.shares]),
-                         np.frombuffer(p.trained.encode(), np.uint8)])
+                         np.frombuffer(p.released.encode(), np.uint8)])
         charge, _ = self._charge(round_, inputs, run, keep_from, p.sample_rate, 1, records)
         if charge is None:
             return secrets.randbits(62), False

@@ -31,7 +31,7 @@ from fedrec.client import noise as noise_module
 from fedrec.client.local import UserData, build_model
 from fedrec.client.personal import as_state
 from fedrec.common.model import DropoutMasks, FedRecModel, ModelConfig
-from fedrec.common.privacy import TRAINED, PrivacyConfig, noise_share_std
+from fedrec.common.privacy import PrivacyConfig, noise_share_std
 from fedrec.common.train import TrainConfig, disjoint_windows, make_optimizer, window_loss
 
 
@@ -150,7 +150,7 @@ class Subspace:
         elif trained == "lowrank":
             self.kinds = ["basis" if x else "all" for x in experts]
         else:
-            raise ValueError(f"privacy.trained = {trained!r}; expected one of {TRAINED}")
+            raise ValueError(f"privacy.trained = {trained!r}; expected lowrank, encoder or all")
         self.basis = None if basis is None else np.asarray(basis, np.float64)
         if "basis" in self.kinds and self.basis is None:
             raise ValueError("privacy.trained = 'lowrank' needs the catalog basis")
@@ -199,10 +199,10 @@ def clip_and_noise(
 
 def user_subspace(privacy: PrivacyConfig, names: list[str],
                   item_embeddings: torch.Tensor) -> Subspace:
-    """The subspace user-level DP releases for `privacy.trained` (the catalog basis cached per
+    """The subspace user-level DP releases (`privacy.released`; the catalog basis cached per
     catalog tensor and rank: an SVD of the catalog is ≈ 50 ms)."""
     basis = None
-    if privacy.trained == "lowrank":
+    if privacy.released == "lowrank":
         key = (id(item_embeddings), privacy.rank)
         catalog, basis = _BASES.get(key, (lambda: None, None))
         if catalog() is not item_embeddings:  # not cached, or another tensor at that id
@@ -210,7 +210,7 @@ def user_subspace(privacy: PrivacyConfig, names: list[str],
             if len(_BASES) >= 4:
                 _BASES.pop(next(iter(_BASES)))
             _BASES[key] = (weakref.ref(item_embeddings), basis)
-    return Subspace(names, privacy.trained, basis)
+    return Subspace(names, privacy.released, basis)
 
 
 # (id of a catalog tensor, rank) -> (a weak reference to that tensor, its basis); a few at most
@@ -459,9 +459,9 @@ def distributed_update(
     model = FedRecModel(model_cfg, num_users=1)
     model.load_shared_arrays(shared)
     model.train()
-    part = TrainedPart(model, privacy.trained,
+    part = TrainedPart(model, privacy.released,
                        catalog_basis(item_embeddings, privacy.rank)
-                       if privacy.trained == "lowrank" else None)
+                       if privacy.released == "lowrank" else None)
     windows, owners, keeps = [], [], []
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     for b, (user, generator, trains) in enumerate(zip(data, generators, train)):

@@ -29,7 +29,8 @@ ACCOUNTANTS = ("rdp", "prv")
 # against whoever sees a device's update). distributed: each device a share, SecAgg+ sums them
 # (private against the server only through SecAgg+). auto: distributed where it applies.
 NOISE = ("auto", "local", "distributed")
-TRAINED = ("lowrank", "encoder", "all")  # distributed: what DP-SGD trains (fedrec.client.dp)
+# what DP trains and releases (fedrec.client.dp); auto: lowrank at record level, all at user level
+TRAINED = ("auto", "lowrank", "encoder", "all")
 # RDP orders: Opacus' defaults plus the large ones dp-accounting also uses, so small-q/large-ε
 # cases are not bound by the largest order.
 RDP_ORDERS = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(11, 64))
@@ -52,7 +53,7 @@ class PrivacyConfig:
     window: int = 20  # record: interactions per training window (the record), disjoint
     negatives: int = 50  # record: sampled candidates per position (per-sample softmax)
     noise: str = "auto"  # record: local | distributed (needs SecAgg+) | auto (see `NOISE`)
-    trained: str = "lowrank"  # distributed, user: lowrank | encoder | all (`fedrec.client.dp`)
+    trained: str = "auto"  # distributed, user: auto | lowrank | encoder | all (see `released`)
     rank: int = 32  # lowrank: the catalog directions an expert's weight moves in
     sample_rate: float = 1.0  # distributed: each record's secret Poisson rate per participation
     max_records: int = 64  # distributed: a device's clipped sum is bounded by max_records · C
@@ -62,6 +63,15 @@ class PrivacyConfig:
     @property
     def enabled(self) -> bool:
         return self.mode != "off"
+
+    @property
+    def released(self) -> str:
+        """What DP trains and releases of the shared head (`fedrec.client.dp`): `trained`,
+        with `auto` as measured best per unit — `lowrank` at record level, `all` at user
+        level (docs/results.md)."""
+        if self.trained != "auto":
+            return self.trained
+        return "all" if self.mode == "user" else "lowrank"
 
     def validate(self) -> PrivacyConfig:
         if self.mode not in MODES:

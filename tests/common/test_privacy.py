@@ -117,3 +117,12 @@ def test_ledger_lines_have_exactly_the_documented_keys(tmp_path):
     assert tuple(json.loads(lines[0])) == privacy.LEDGER_KEYS
     assert privacy.read_ledger(path)[1]["epsilon"] == 2.5
     assert math.isclose(privacy.read_ledger(path)[0]["noise_multiplier"], 1.1)
+
+
+def test_what_dp_releases_defaults_per_unit():
+    from fedrec.common.privacy import PrivacyConfig
+
+    assert PrivacyConfig(mode="record").released == "lowrank"
+    assert PrivacyConfig(mode="user").released == "all"
+    assert PrivacyConfig(mode="user", trained="lowrank").released == "lowrank"
+    assert PrivacyConfig(mode="record", trained="encoder").released == "encoder"
