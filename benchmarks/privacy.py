@@ -122,6 +122,8 @@ def sweep(args) -> dict:
             run_dir = RESULTS / name
             if (run_dir / "metrics.json").exists():
                 final = json.loads((run_dir / "metrics.json").read_text())
+            elif args.only_existing:
+                continue
             else:
                 import shutil
 
@@ -174,7 +176,10 @@ def population(args) -> dict:
                                               name=name), datasets_dir() / name)
         runs = sweep(argparse.Namespace(**{**vars(args), "dataset": name}))["runs"]
         for seed in args.seeds:
-            base = [r["ndcg@10"] for r in runs if r["seed"] == seed and r["mode"] == "off"][0]
+            bases = [r["ndcg@10"] for r in runs if r["seed"] == seed and r["mode"] == "off"]
+            if not bases:  # --only-existing without the non-private run
+                continue
+            base = bases[0]
             rows += [{**r, "users": users, "no_dp_ndcg@10": base,
                       "fraction": r["ndcg@10"] / base if base > 0 else float("nan")}
                      for r in runs if r["seed"] == seed and r["mode"] != "off"]
@@ -284,6 +289,8 @@ def main() -> None:
         parser.add_argument("--trained", choices=["lowrank", "encoder", "all"], default=None,
                             help="what DP trains and releases (privacy.trained; default: the "
                             "config's); run names carry it when given")
+        parser.add_argument("--only-existing", action="store_true",
+                            help="report the finished runs in benchmarks/results; run nothing")
         parser.add_argument("--no-full-eval", dest="full_eval", action="store_false",
                             help="report the served round on the --eval-users sample (with its "
                             "confidence interval) instead of evaluating it on every user")
