@@ -129,8 +129,8 @@ class FedRecClient(NumPyClient):
                       num_examples: int, loss: float):
         """After local training without record-level DP (new head `shared`, new personal
         state, training positions, mean loss): under user-level DP the update's released part
-        (`privacy.trained`) clipped to C plus this device's noise share; the personal state saved on the device. Returns
-        (arrays, weight, metrics) for `reply`."""
+        (`privacy.trained`) clipped to C plus this device's noise share; the personal state
+        saved on the device. Returns (arrays, weight, metrics) for `reply`."""
         from fedrec.client import dp
         from fedrec.client import personal as personal_state
 
