@@ -252,6 +252,9 @@ def plot(result: dict, path: Path) -> None:
     if result["config"].get("central_ndcg"):
         ax.axhline(result["config"]["central_ndcg"], color="black", ls="-.", label="central")
     ax.set_xscale("log")
+    epsilons = sorted({r["epsilon"] for r in runs if r["epsilon"]})
+    ax.set_xticks(epsilons, [f"{e:g}" for e in epsilons])
+    ax.minorticks_off()
     ax.set_xlabel("ε (δ = 1e-5; record: per client, user: federation)")
     ax.set_ylabel("NDCG@10 (test, full ranking)")
     ax.set_title(f"privacy-utility, {result['config']['dataset']}")
