@@ -117,10 +117,15 @@ def fit_private(
     return model.shared_arrays(), new_personal, history
 
 
+def _norm(arrays: list[np.ndarray]) -> float:
+    """The L2 norm of several arrays together."""
+    return math.sqrt(sum(float(np.sum(a * a)) for a in arrays))
+
+
 def _update(local: list[np.ndarray], global_: list[np.ndarray]) -> tuple[list, float]:
     """(θ_local − θ_global in float64, its L2 norm)."""
     delta = [loc.astype(np.float64) - glo for loc, glo in zip(local, global_)]
-    return delta, math.sqrt(sum(float(np.sum(d * d)) for d in delta))
+    return delta, _norm(delta)
 
 
 def clip_update(local: list[np.ndarray], global_: list[np.ndarray], bound: float
@@ -186,10 +191,9 @@ def clip_and_noise(
     noise_std = σC/√m for m clients per round (`secure`: the cryptographic sampler of
     `fedrec.client.noise`). Returns (the arrays to send, the released update's norm before
     clipping — for local diagnostics only, never sent)."""
-    delta, _ = _update(local, global_)
-    subspace = subspace or Subspace([""] * len(delta), "all")
-    delta = subspace.project(delta)
-    norm = math.sqrt(sum(float(np.sum(d * d)) for d in delta))
+    subspace = subspace or Subspace([""] * len(local), "all")
+    delta = subspace.project([loc.astype(np.float64) - glo for loc, glo in zip(local, global_)])
+    norm = _norm(delta)
     scale = min(1.0, clip / norm) if norm > 0 else 1.0
     noise = subspace.noise([d.shape for d in delta], noise_std, secret_seed, secure)
     out = [(glo + d * scale + n).astype(np.float32)
